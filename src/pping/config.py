@@ -1,0 +1,49 @@
+"""Options shared by both data paths: one source of truth for defaults and limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import OptionsError
+
+NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
+
+# Clean-up lifetimes (the specification in docs/algorithm.md, section "Clean-up").
+TIMESTAMP_LIFETIME_NS = 10 * NS_PER_S
+TIMESTAMP_RTT_LIFETIME = 8
+FLOW_LIFETIME_NS = 300 * NS_PER_S
+ICMP_FLOW_LIFETIME_NS = 30 * NS_PER_S
+UNOPENED_FLOW_LIFETIME_NS = 30 * NS_PER_S
+MAP_FULL_WARN_INTERVAL_NS = NS_PER_S
+
+DEFAULT_MAX_TIMESTAMPS = 131072
+DEFAULT_MAX_FLOWS = 131072
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What the RTT algorithm needs to know; the command line builds one of these."""
+
+    rate_limit_ns: int = 100 * NS_PER_MS
+    rtt_rate: float = 0.0
+    use_srtt: bool = False
+    cleanup_interval_ns: int = NS_PER_S
+    track_tcp: bool = True
+    track_icmp: bool = False
+    include_syn: bool = False
+    include_local: bool = False
+    max_timestamps: int = DEFAULT_MAX_TIMESTAMPS
+    max_flows: int = DEFAULT_MAX_FLOWS
+
+    def __post_init__(self) -> None:
+        if self.rate_limit_ns < 0:
+            raise OptionsError("--rate-limit must be zero or positive")
+        if self.rtt_rate < 0:
+            raise OptionsError("--rtt-rate must be zero or positive")
+        if self.cleanup_interval_ns < 0:
+            raise OptionsError("--cleanup-interval must be zero or positive")
+        if not (self.track_tcp or self.track_icmp):
+            raise OptionsError("nothing to track: enable --tcp and/or --icmp")
+        if self.max_timestamps < 1 or self.max_flows < 1:
+            raise OptionsError("table sizes must be at least 1")

@@ -1,0 +1,193 @@
+"""The event vocabulary shared by every source and every sink.
+
+Sources (the Python engine replaying a capture, the kernel data path) produce these
+events; sinks (output formats, aggregates, exporters) consume them and never learn
+which source produced them. Times are integers in nanoseconds: wall clock since the
+Unix epoch once they reach a sink.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+
+PROTOCOL_NAMES = {IPPROTO_TCP: "TCP", IPPROTO_ICMP: "ICMP", IPPROTO_ICMPV6: "ICMPv6"}
+
+
+class FlowEventType(enum.IntEnum):
+    NONE = 0
+    OPENING = 1
+    CLOSING = 2
+    CLOSING_BOTH = 3
+
+
+class EventReason(enum.IntEnum):
+    NONE = 0
+    SYN = 1
+    SYN_ACK = 2
+    FIRST_OBSERVED_PACKET = 3
+    FIN = 4
+    RST = 5
+    FLOW_TIMEOUT = 6
+
+
+REASON_NAMES = {
+    EventReason.NONE: "unknown",
+    EventReason.SYN: "SYN",
+    EventReason.SYN_ACK: "SYN-ACK",
+    EventReason.FIRST_OBSERVED_PACKET: "first observed packet",
+    EventReason.FIN: "FIN",
+    EventReason.RST: "RST",
+    EventReason.FLOW_TIMEOUT: "flow timeout",
+}
+
+
+class EventSource(enum.IntEnum):
+    """Which packet, relative to the flow printed, caused a flow event."""
+
+    PACKET_SOURCE = 0
+    PACKET_DEST = 1
+    GARBAGE_COLLECTION = 2
+
+
+SOURCE_NAMES = {
+    EventSource.PACKET_SOURCE: "src",
+    EventSource.PACKET_DEST: "dest",
+    EventSource.GARBAGE_COLLECTION: "garbage collection",
+}
+
+
+class Table(enum.IntEnum):
+    """The bounded tables whose exhaustion is reported."""
+
+    TIMESTAMPS = 0
+    FLOWS = 1
+
+
+@lru_cache(maxsize=65536)
+def format_address(raw: bytes) -> str:
+    """Text form of a 16-byte address; IPv4-mapped addresses print as IPv4."""
+    address = ipaddress.IPv6Address(raw)
+    mapped = address.ipv4_mapped
+    return str(mapped) if mapped is not None else str(address)
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """One direction of a conversation. Addresses are 16 bytes, IPv4 as IPv4-mapped IPv6.
+
+    For ICMP echo both ports hold the echo identifier.
+    """
+
+    proto: int
+    saddr: bytes
+    sport: int
+    daddr: bytes
+    dport: int
+
+    @property
+    def protocol_name(self) -> str:
+        return PROTOCOL_NAMES.get(self.proto, str(self.proto))
+
+    @property
+    def src_ip(self) -> str:
+        return format_address(self.saddr)
+
+    @property
+    def dest_ip(self) -> str:
+        return format_address(self.daddr)
+
+    def reversed(self) -> Flow:
+        return Flow(self.proto, self.daddr, self.dport, self.saddr, self.sport)
+
+    def __str__(self) -> str:
+        return f"{_endpoint(self.saddr, self.sport)}+{_endpoint(self.daddr, self.dport)}"
+
+
+def _endpoint(addr: bytes, port: int) -> str:
+    text = format_address(addr)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class RttEvent:
+    """A round-trip time: the reply packet `flow` echoed an identifier sent the other way.
+
+    `flow` is the reply's own direction, so its source is the host that answered. The
+    counters belong to the timestamped direction (the reverse of `flow`).
+    """
+
+    timestamp: int
+    flow: Flow
+    rtt: int
+    min_rtt: int
+    sent_packets: int
+    sent_bytes: int
+    rec_packets: int
+    rec_bytes: int
+    match_on_egress: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FlowEvent:
+    """A flow direction opened (first reply seen) or closed (FIN, RST, timeout)."""
+
+    timestamp: int
+    flow: Flow
+    event_type: FlowEventType
+    reason: EventReason
+    source: EventSource
+
+
+@dataclass(frozen=True, slots=True)
+class MapFullEvent:
+    """A table refused an entry; the engine reports this at most once a second per table."""
+
+    timestamp: int
+    flow: Flow
+    table: Table
+
+
+@dataclass(slots=True)
+class Counters:
+    """Totals kept by a data path and reported at the end (and on demand)."""
+
+    packets: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    timestamps_created: int = 0
+    timestamps_matched: int = 0
+    timestamps_expired: int = 0
+    timestamps_table_full: int = 0
+    flows_created: int = 0
+    flows_closed: int = 0
+    flows_expired: int = 0
+    flows_table_full: int = 0
+    rtt_events: int = 0
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + count
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "packets": self.packets,
+            "skipped": dict(sorted(self.skipped.items())),
+            "timestamps_created": self.timestamps_created,
+            "timestamps_matched": self.timestamps_matched,
+            "timestamps_expired": self.timestamps_expired,
+            "timestamps_table_full": self.timestamps_table_full,
+            "flows_created": self.flows_created,
+            "flows_closed": self.flows_closed,
+            "flows_expired": self.flows_expired,
+            "flows_table_full": self.flows_table_full,
+            "rtt_events": self.rtt_events,
+        }
+
+
+Event = RttEvent | FlowEvent | MapFullEvent
