@@ -1,0 +1,469 @@
+"""The reference RTT engine: parsed packets and their time in, events out (sans-IO).
+
+Theory of operation (the full specification is docs/algorithm.md; the kernel program
+follows it stage by stage, with the same stage names):
+
+A *flow* is one direction of a conversation; the two directions share one entry of the
+flow table (keyed by the canonical tuple, lower endpoint first), because a packet
+updates its own direction (it may be *timestamped*) and the reverse one (it may
+*match* a timestamp the reverse direction created). Each packet goes through:
+
+1. lookup_or_create_flow: find the entry; only a packet that could be timestamped
+   (and does not close its direction) may create one.
+2. update_forward: start the packet's direction if it was empty; count packets/bytes.
+3. timestamp_packet: record (direction, identifier) -> time if the identifier is newer
+   than every identifier seen so far in that direction (so only the first packet that
+   carries an identifier is timestamped, and an RTT is never underestimated), and the
+   per-flow rate limit allows it.
+4. update_reverse: the first reply opens the reverse direction (an opening event).
+5. match_packet: look up (reverse direction, reply identifier); an entry found gives
+   an RTT and is deleted at once.
+6. close_flows: FIN closes the packet's direction, RST both; the entry is removed when
+   no direction remains active.
+
+`expire(now)` is the periodic clean-up: stale timestamps and idle flows are removed,
+and open directions that time out get a closing event.
+
+Every table is bounded; a refused insert is counted and reported at most once a
+second per table (MapFullEvent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .config import (
+    FLOW_LIFETIME_NS,
+    ICMP_FLOW_LIFETIME_NS,
+    MAP_FULL_WARN_INTERVAL_NS,
+    TIMESTAMP_LIFETIME_NS,
+    TIMESTAMP_RTT_LIFETIME,
+    UNOPENED_FLOW_LIFETIME_NS,
+    Config,
+)
+from .events import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    Counters,
+    Event,
+    EventReason,
+    EventSource,
+    Flow,
+    FlowEvent,
+    FlowEventType,
+    MapFullEvent,
+    RttEvent,
+    Table,
+)
+from .packet import TCP_SYN, PacketInfo
+
+# Connection states of one direction.
+EMPTY = 0  # never seen a packet that could be timestamped
+WAITOPEN = 1  # seen, no reply yet
+OPEN = 2  # a reply has been seen (opening event sent)
+CLOSED = 3  # FIN or RST seen
+
+FIXPOINT_SHIFT = 16
+U32 = 0xFFFFFFFF
+U64 = 0xFFFFFFFFFFFFFFFF
+HALF_U32 = 1 << 31
+
+SKIP_SYN = "SYN (no --include-SYN)"
+SKIP_UNTRACKED = "protocol not tracked"
+
+# (link, proto, saddr, sport, daddr, dport): one direction, or the canonical flow key.
+FlowKey = tuple[int, int, bytes, int, bytes, int]
+TimestampKey = tuple[int, int, bytes, int, bytes, int, int]
+LocalFilter = Callable[[PacketInfo], bool]
+
+
+class FlowState:
+    """State of one direction. `started` is when this incarnation began (see match)."""
+
+    __slots__ = (
+        "conn_state",
+        "has_been_timestamped",
+        "last_id",
+        "last_timestamp",
+        "min_rtt",
+        "opening_reason",
+        "outstanding",
+        "rec_bytes",
+        "rec_pkts",
+        "sent_bytes",
+        "sent_pkts",
+        "srtt",
+        "started",
+    )
+
+    def __init__(self) -> None:
+        self.conn_state = EMPTY
+        self.has_been_timestamped = False
+        self.last_id = 0
+        self.last_timestamp = 0
+        self.started = 0
+        self.min_rtt = 0
+        self.srtt = 0
+        self.outstanding = 0
+        self.sent_pkts = 0
+        self.sent_bytes = 0
+        self.rec_pkts = 0
+        self.rec_bytes = 0
+        self.opening_reason = EventReason.NONE
+
+    def start(self, info: PacketInfo, now: int) -> None:
+        self.conn_state = WAITOPEN
+        self.last_timestamp = now
+        self.started = now
+        self.last_id = info.pid
+        self.opening_reason = (
+            info.event_reason
+            if info.event_type == FlowEventType.OPENING
+            else EventReason.FIRST_OBSERVED_PACKET
+        )
+        self.has_been_timestamped = False
+
+    @property
+    def active(self) -> bool:
+        return self.conn_state == WAITOPEN or self.conn_state == OPEN
+
+
+class DualFlow:
+    """One flow-table entry: both directions. `first` is the canonical key's direction."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self) -> None:
+        self.first = FlowState()
+        self.second = FlowState()
+
+
+def rtt_rate_fixpoint(rtt_rate: float) -> int:
+    """The RTT multiplier as 16.16 fixed point, as the kernel stores it."""
+    return int(rtt_rate * (1 << FIXPOINT_SHIFT))
+
+
+def smoothed_rtt(previous: int, rtt: int) -> int:
+    """srtt = 7/8 srtt + 1/8 rtt in integer arithmetic (the kernel's exact formula)."""
+    if previous == 0:
+        return rtt
+    return previous - (previous >> 3) + (rtt >> 3)
+
+
+def is_newer_identifier(proto: int, identifier: int, last_id: int) -> bool:
+    """TCP timestamps only grow (RFC 7323 serial arithmetic); other ids only differ."""
+    if proto == IPPROTO_TCP:
+        return 0 < ((identifier - last_id) & U32) < HALF_U32
+    return identifier != last_id
+
+
+class Engine:
+    """The pure-Python data path. Feed `process` packets in time order of capture."""
+
+    def __init__(self, config: Config, is_local: LocalFilter | None = None) -> None:
+        self.config = config
+        self.is_local = None if config.include_local else is_local
+        self.counters = Counters()
+        self.flows: dict[FlowKey, DualFlow] = {}
+        self.timestamps: dict[TimestampKey, int] = {}
+        self._rtt_rate = rtt_rate_fixpoint(config.rtt_rate)
+        self._last_warning: list[int | None] = [None, None]  # per Table: last MapFullEvent
+
+    # -- packets -----------------------------------------------------------------
+
+    def count_skipped(self, reason: str) -> None:
+        """A packet that never reached the engine (parse failure): count it."""
+        self.counters.packets += 1
+        self.counters.skip(reason)
+
+    def process(
+        self, info: PacketInfo, now: int, link: int = 0, is_ingress: bool = True
+    ) -> list[Event]:
+        """Run one parsed packet observed at `now` (ns) on `link` through the pipeline."""
+        self.counters.packets += 1
+        if not self._tracked(info):
+            return []
+        events: list[Event] = []
+        packet_key: FlowKey = (link, info.proto, info.saddr, info.sport, info.daddr, info.dport)
+        forward_is_first = (info.saddr, info.sport) <= (info.daddr, info.dport)
+        key = packet_key if forward_is_first else self._reverse_key(packet_key)
+
+        dual = self._lookup_or_create_flow(key, info, now, events)
+        if dual is None:
+            return events
+        forward, reverse = (
+            (dual.first, dual.second) if forward_is_first else (dual.second, dual.first)
+        )
+        self._update_forward(forward, info, now)
+        self._timestamp_packet(forward, packet_key, info, now, is_ingress, events)
+        self._update_reverse(reverse, info, events, now)
+        self._match_packet(reverse, packet_key, info, now, is_ingress, events)
+        self._close_flows(key, forward, reverse, info, now, events)
+        return events
+
+    def _tracked(self, info: PacketInfo) -> bool:
+        config = self.config
+        if info.proto == IPPROTO_TCP:
+            if not config.track_tcp:
+                self.counters.skip(SKIP_UNTRACKED)
+                return False
+            if info.tcp_flags & TCP_SYN and not config.include_syn:
+                self.counters.skip(SKIP_SYN)
+                return False
+            return True
+        if not config.track_icmp:
+            self.counters.skip(SKIP_UNTRACKED)
+            return False
+        return True
+
+    @staticmethod
+    def _reverse_key(key: FlowKey) -> FlowKey:
+        link, proto, saddr, sport, daddr, dport = key
+        return (link, proto, daddr, dport, saddr, sport)
+
+    def _lookup_or_create_flow(
+        self, key: FlowKey, info: PacketInfo, now: int, events: list[Event]
+    ) -> DualFlow | None:
+        dual = self.flows.get(key)
+        if dual is not None:
+            return dual
+        closing = info.event_type in (FlowEventType.CLOSING, FlowEventType.CLOSING_BOTH)
+        if not info.pid_valid or closing:
+            return None
+        if len(self.flows) >= self.config.max_flows:
+            self.counters.flows_table_full += 1
+            self._warn_full(Table.FLOWS, info, now, events)
+            return None
+        dual = DualFlow()
+        self.flows[key] = dual
+        self.counters.flows_created += 1
+        return dual
+
+    @staticmethod
+    def _update_forward(state: FlowState, info: PacketInfo, now: int) -> None:
+        if state.conn_state == EMPTY and info.pid_valid:
+            state.start(info, now)
+        if state.active:
+            state.sent_pkts += 1
+            state.sent_bytes += info.payload
+
+    def _timestamp_packet(
+        self,
+        state: FlowState,
+        packet_key: FlowKey,
+        info: PacketInfo,
+        now: int,
+        is_ingress: bool,
+        events: list[Event],
+    ) -> None:
+        if not state.active or not info.pid_valid:
+            return
+        if is_ingress and self.is_local is not None and self.is_local(info):
+            return
+        if (state.has_been_timestamped or info.wait_first_edge) and not is_newer_identifier(
+            info.proto, info.pid, state.last_id
+        ):
+            return
+        state.last_id = info.pid
+        if state.has_been_timestamped and self._rate_limited(state, now):
+            return
+        # The attempt counts even if the table refuses the entry, so that a full table
+        # does not let one flow retry on every packet (fairness between flows).
+        state.has_been_timestamped = True
+        state.last_timestamp = now
+        ts_key: TimestampKey = (*packet_key, info.pid)
+        timestamps = self.timestamps
+        existing = timestamps.get(ts_key)
+        if existing is not None and existing >= state.started:
+            return  # the same identifier is already waiting for its reply
+        if existing is None and len(timestamps) >= self.config.max_timestamps:
+            self.counters.timestamps_table_full += 1
+            self._warn_full(Table.TIMESTAMPS, info, now, events)
+            return
+        # An existing entry older than this direction's start is an orphan of an earlier
+        # connection on the same tuple: it is replaced.
+        timestamps[ts_key] = now
+        if existing is None:
+            state.outstanding += 1
+        self.counters.timestamps_created += 1
+
+    def _rate_limited(self, state: FlowState, now: int) -> bool:
+        last = state.last_timestamp
+        if now < last:
+            return True
+        rtt = state.srtt if self.config.use_srtt else state.min_rtt
+        if self._rtt_rate and rtt:
+            return now - last < ((self._rtt_rate * rtt) & U64) >> FIXPOINT_SHIFT
+        return now - last < self.config.rate_limit_ns
+
+    @staticmethod
+    def _update_reverse(state: FlowState, info: PacketInfo, events: list[Event], now: int) -> None:
+        if not state.active:
+            return
+        if state.conn_state == WAITOPEN and info.event_type != FlowEventType.CLOSING_BOTH:
+            state.conn_state = OPEN
+            flow = Flow(info.proto, info.saddr, info.sport, info.daddr, info.dport)
+            events.append(
+                FlowEvent(
+                    state.last_timestamp,
+                    flow,
+                    FlowEventType.OPENING,
+                    state.opening_reason,
+                    EventSource.PACKET_DEST,
+                )
+            )
+        state.rec_pkts += 1
+        state.rec_bytes += info.payload
+
+    def _match_packet(
+        self,
+        state: FlowState,
+        packet_key: FlowKey,
+        info: PacketInfo,
+        now: int,
+        is_ingress: bool,
+        events: list[Event],
+    ) -> None:
+        # A closed direction may still be matched while the entry exists: the ACK of a
+        # FIN is a valid sample.
+        if state.conn_state == EMPTY or not info.reply_pid_valid or state.outstanding == 0:
+            return
+        link, proto, saddr, sport, daddr, dport = packet_key
+        ts_key: TimestampKey = (link, proto, daddr, dport, saddr, sport, info.reply_pid)
+        sent = self.timestamps.get(ts_key)
+        # An entry older than the direction's start belongs to an earlier connection.
+        if sent is None or now < sent or sent < state.started:
+            return
+        rtt = now - sent
+        del self.timestamps[ts_key]
+        state.outstanding -= 1
+        if state.min_rtt == 0 or rtt < state.min_rtt:
+            state.min_rtt = rtt
+        state.srtt = smoothed_rtt(state.srtt, rtt)
+        self.counters.timestamps_matched += 1
+        self.counters.rtt_events += 1
+        events.append(
+            RttEvent(
+                now,
+                Flow(proto, saddr, sport, daddr, dport),
+                rtt,
+                state.min_rtt,
+                state.sent_pkts,
+                state.sent_bytes,
+                state.rec_pkts,
+                state.rec_bytes,
+                not is_ingress,
+            )
+        )
+
+    def _close_flows(
+        self,
+        key: FlowKey,
+        forward: FlowState,
+        reverse: FlowState,
+        info: PacketInfo,
+        now: int,
+        events: list[Event],
+    ) -> None:
+        event_type = info.event_type
+        if event_type == FlowEventType.CLOSING or event_type == FlowEventType.CLOSING_BOTH:
+            if forward.conn_state == OPEN:
+                flow = Flow(info.proto, info.daddr, info.dport, info.saddr, info.sport)
+                events.append(
+                    FlowEvent(
+                        now, flow, FlowEventType.CLOSING, info.event_reason, EventSource.PACKET_DEST
+                    )
+                )
+            forward.conn_state = CLOSED
+        if event_type == FlowEventType.CLOSING_BOTH:
+            if reverse.conn_state == OPEN:
+                flow = Flow(info.proto, info.saddr, info.sport, info.daddr, info.dport)
+                events.append(
+                    FlowEvent(
+                        now,
+                        flow,
+                        FlowEventType.CLOSING,
+                        info.event_reason,
+                        EventSource.PACKET_SOURCE,
+                    )
+                )
+            reverse.conn_state = CLOSED
+        if not forward.active and not reverse.active and self.flows.pop(key, None) is not None:
+            self.counters.flows_closed += 1
+
+    def _warn_full(self, table: Table, info: PacketInfo, now: int, events: list[Event]) -> None:
+        last = self._last_warning[table]
+        if last is not None and (now < last or now - last < MAP_FULL_WARN_INTERVAL_NS):
+            return
+        self._last_warning[table] = now
+        flow = Flow(info.proto, info.saddr, info.sport, info.daddr, info.dport)
+        events.append(MapFullEvent(now, flow, table))
+
+    # -- clean-up ----------------------------------------------------------------
+
+    def expire(self, now: int) -> list[Event]:
+        """Periodic clean-up at time `now`: stale timestamps, then idle flows."""
+        self._expire_timestamps(now)
+        return self._expire_flows(now)
+
+    def _direction_state(self, key: FlowKey) -> FlowState | None:
+        link, proto, saddr, sport, daddr, dport = key
+        if (saddr, sport) <= (daddr, dport):
+            dual = self.flows.get(key)
+            return None if dual is None else dual.first
+        dual = self.flows.get((link, proto, daddr, dport, saddr, sport))
+        return None if dual is None else dual.second
+
+    def _expire_timestamps(self, now: int) -> None:
+        stale: list[TimestampKey] = []
+        for ts_key, sent in self.timestamps.items():
+            if now <= sent:
+                continue
+            state = self._direction_state(ts_key[:6])
+            srtt = state.srtt if state is not None else 0
+            age = now - sent
+            if (srtt and age > srtt * TIMESTAMP_RTT_LIFETIME) or age > TIMESTAMP_LIFETIME_NS:
+                stale.append(ts_key)
+                if state is not None and sent >= state.started:
+                    state.outstanding -= 1
+        for ts_key in stale:
+            del self.timestamps[ts_key]
+        self.counters.timestamps_expired += len(stale)
+
+    def _expire_flows(self, now: int) -> list[Event]:
+        events: list[Event] = []
+        dead: list[FlowKey] = []
+        for key, dual in self.flows.items():
+            first_old = _is_flow_old(key[1], dual.first, now)
+            second_old = _is_flow_old(key[1], dual.second, now)
+            if (dual.first.active and not first_old) or (dual.second.active and not second_old):
+                continue
+            dead.append(key)
+            _link, proto, saddr, sport, daddr, dport = key
+            # Reported "backwards", as the reply direction, like every other event.
+            if first_old and dual.first.conn_state == OPEN:
+                events.append(_timeout_event(now, Flow(proto, daddr, dport, saddr, sport)))
+            if second_old and dual.second.conn_state == OPEN:
+                events.append(_timeout_event(now, Flow(proto, saddr, sport, daddr, dport)))
+        for key in dead:
+            del self.flows[key]
+        self.counters.flows_expired += len(dead)
+        return events
+
+
+def _is_flow_old(proto: int, state: FlowState, now: int) -> bool:
+    if not state.active or state.last_timestamp > now:
+        return False
+    age = now - state.last_timestamp
+    return (
+        (state.conn_state == WAITOPEN and age > UNOPENED_FLOW_LIFETIME_NS)
+        or (proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) and age > ICMP_FLOW_LIFETIME_NS)
+        or age > FLOW_LIFETIME_NS
+    )
+
+
+def _timeout_event(now: int, flow: Flow) -> FlowEvent:
+    return FlowEvent(
+        now, flow, FlowEventType.CLOSING, EventReason.FLOW_TIMEOUT, EventSource.GARBAGE_COLLECTION
+    )
