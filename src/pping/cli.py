@@ -1,0 +1,235 @@
+"""Command line: parse options, compose one source with one sink, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import NoReturn, TextIO
+
+from . import __version__
+from .config import NS_PER_MS, NS_PER_S, Config
+from .engine import Engine
+from .errors import OptionsError, PpingError
+from .replay import replay
+from .sinks import FORMATS, Sink, make_sink
+from .sinks.output import ReopenableFile
+from .sources.pcap import open_capture
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line (and exit code 2) via OptionsError."""
+
+    def error(self, message: str) -> NoReturn:
+        raise OptionsError(message)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pping",
+        description="Passive RTT monitor: round-trip times from TCP timestamps and ICMP echo.",
+    )
+    source = parser.add_argument_group("source")
+    source.add_argument(
+        "-i",
+        "--interface",
+        action="append",
+        metavar="IFACE",
+        help="monitor a live interface (repeatable)",
+    )
+    source.add_argument(
+        "--read", metavar="FILE", help="analyse a pcap or pcapng file ('-' for standard input)"
+    )
+    source.add_argument(
+        "--merge-interfaces",
+        action="store_true",
+        help="pcapng: treat all interfaces as one link (match across them)",
+    )
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument(
+        "-r",
+        "--rate-limit",
+        type=_non_negative_float,
+        default=100.0,
+        metavar="MS",
+        help="minimum time between timestamps per flow "
+        "direction in ms (0: no sampling; default 100)",
+    )
+    sampling.add_argument(
+        "-R",
+        "--rtt-rate",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="K",
+        help="sampling interval = K x the flow's RTT "
+        "(the static limit applies until an RTT is known)",
+    )
+    sampling.add_argument(
+        "-t",
+        "--rtt-type",
+        choices=("min", "smoothed"),
+        default="min",
+        help="which RTT --rtt-rate multiplies (default min)",
+    )
+    sampling.add_argument(
+        "-c",
+        "--cleanup-interval",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="S",
+        help="period of the table clean-up in s (0: off)",
+    )
+    sampling.add_argument(
+        "--max-timestamps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="size of the timestamp table",
+    )
+    sampling.add_argument(
+        "--max-flows", type=_positive_int, default=None, metavar="N", help="size of the flow table"
+    )
+    protocols = parser.add_argument_group("protocols")
+    protocols.add_argument("-T", "--tcp", action="store_true", help="track TCP (default)")
+    protocols.add_argument("-C", "--icmp", action="store_true", help="track ICMP echo")
+    protocols.add_argument(
+        "-s",
+        "--include-SYN",
+        action="store_true",
+        dest="include_syn",
+        help="also timestamp SYN packets",
+    )
+    protocols.add_argument(
+        "-l",
+        "--include-local",
+        action="store_true",
+        help="also report RTTs whose reply is addressed to this host",
+    )
+    output = parser.add_argument_group("output")
+    output.add_argument("-F", "--format", choices=FORMATS, default="standard")
+    output.add_argument(
+        "-m", "--machine", action="store_true", help="Kathie Nichols' machine-readable line format"
+    )
+    output.add_argument(
+        "-w", "--write", metavar="FILE", help="write output to FILE (SIGHUP reopens it)"
+    )
+    parser.add_argument(
+        "-I",
+        "--ingress-hook",
+        choices=("tc", "xdp"),
+        default="tc",
+        help="ingress hook for live monitoring",
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"pping {__version__}")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    track_tcp = args.tcp or not args.icmp
+    extra = {}
+    if args.max_timestamps is not None:
+        extra["max_timestamps"] = args.max_timestamps
+    if args.max_flows is not None:
+        extra["max_flows"] = args.max_flows
+    return Config(
+        rate_limit_ns=round(args.rate_limit * NS_PER_MS),
+        rtt_rate=args.rtt_rate,
+        use_srtt=args.rtt_type == "smoothed",
+        cleanup_interval_ns=round(args.cleanup_interval * NS_PER_S),
+        track_tcp=track_tcp,
+        track_icmp=args.icmp,
+        include_syn=args.include_syn,
+        include_local=args.include_local,
+        **extra,
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.read is None and not args.interface:
+        raise OptionsError("nothing to watch: give --read FILE or -i IFACE")
+    if args.read is not None and args.interface:
+        raise OptionsError("--read and -i cannot be combined")
+    if args.machine and args.format != "standard":
+        raise OptionsError("-m is a format of its own: do not combine it with -F")
+    if args.interface:
+        raise OptionsError(
+            "live monitoring (-i) needs the kernel data path, which this version does not "
+            "include yet; analyse a capture with --read FILE"
+        )
+    return args
+
+
+def run_capture(
+    args: argparse.Namespace, sink: Sink, reopen_flag: list[bool], out: ReopenableFile
+) -> None:
+    config = config_from_args(args)
+    engine = Engine(config)
+    try:
+        with open_capture(args.read) as reader:
+            for event in replay(engine, reader, args.merge_interfaces):
+                if reopen_flag[0]:
+                    reopen_flag[0] = False
+                    sink.reopen()
+                sink.write(event)
+    finally:
+        # The events gathered so far and the counters are never lost, even on a
+        # corrupt capture: the error is reported after them.
+        sink.write_counters(engine.counters, final=True)
+        sink.close()
+        out.close()
+
+
+def main(
+    argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    err = stderr if stderr is not None else sys.stderr
+    try:
+        args = parse_args(argv)
+        out = ReopenableFile(args.write, stdout if stdout is not None else sys.stdout)
+        sink = make_sink("machine" if args.machine else args.format, out, err)
+        reopen_flag = [False]
+
+        def on_hangup(signum: int, frame: FrameType | None) -> None:
+            reopen_flag[0] = True
+
+        if args.write is not None:
+            signal.signal(signal.SIGHUP, on_hangup)
+        run_capture(args, sink, reopen_flag, out)
+    except PpingError as error:
+        print(f"pping: {error}", file=err)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `pping ... | head`): not an error.
+        sys.stderr = None  # type: ignore[assignment]
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
