@@ -13,7 +13,7 @@ from typing import NoReturn, TextIO
 from . import __version__
 from .config import NS_PER_MS, NS_PER_S, Config
 from .engine import Engine
-from .errors import OptionsError, PpingError
+from .errors import OptionsError, OutputError, PpingError
 from .replay import replay
 from .sinks import FORMATS, Sink, make_sink
 from .sinks.output import ReopenableFile
@@ -193,7 +193,7 @@ def run_capture(
             for event in replay(engine, reader, args.merge_interfaces):
                 if reopen_flag[0]:
                     reopen_flag[0] = False
-                    sink.reopen()
+                    _reopen(out)
                 sink.write(event)
     finally:
         # The events gathered so far and the counters are never lost, even on a
@@ -201,6 +201,14 @@ def run_capture(
         sink.write_counters(engine.counters, final=True)
         sink.close()
         out.close()
+
+
+def _reopen(out: ReopenableFile) -> None:
+    """SIGHUP: start a new output file; on failure keep writing to the old one."""
+    try:
+        out.reopen()
+    except OutputError as error:
+        print(f"pping: warning: {error}; still writing to the old file", file=sys.stderr)
 
 
 def main(
@@ -226,7 +234,7 @@ def main(
         return 130
     except BrokenPipeError:
         # The reader of our output went away (e.g. `pping ... | head`): not an error.
-        sys.stderr = None  # type: ignore[assignment]
+        sys.stderr = None
         return 0
     return 0
 

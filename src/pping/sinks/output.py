@@ -1,0 +1,143 @@
+"""Where formatted output goes: standard output or a file that can be reopened.
+
+`ReopenableFile` is the stream handed to a sink when the user asks for `-w FILE`.
+On SIGHUP the command line calls `reopen()` so that log rotation works: the file
+has been renamed away, a fresh one is created under the same name, and the old
+one is closed. Sinks whose output has a header and a footer (the JSON array) register
+as listeners so that every file they leave behind is a complete document.
+
+`reopen()` must be called from the main loop (for instance after a signal handler
+set a flag), never from inside a signal handler that may have interrupted a sink in
+the middle of a record.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Protocol, TextIO
+
+from ..errors import OutputError
+
+# Large writes are cheap, many small system calls are not: buffer file output.
+FILE_BUFFER_SIZE = 1 << 16
+
+
+class TextStream(Protocol):
+    """What a sink needs from its output: `typing.TextIO` and `ReopenableFile` both fit."""
+
+    def write(self, s: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class ReopenListener(Protocol):
+    """A writer that frames each file (JSON array brackets) and must see the switch."""
+
+    def before_reopen(self) -> None:
+        """Called with the old file still current: write its footer."""
+
+    def after_reopen(self) -> None:
+        """Called with the new file current: write its header, reset per-file state."""
+
+
+def _open(path: str | os.PathLike[str], exclusive: bool) -> TextIO:
+    try:
+        if exclusive:
+            return open(path, "x", encoding="utf-8", buffering=FILE_BUFFER_SIZE)
+        return open(path, "a", encoding="utf-8", buffering=FILE_BUFFER_SIZE)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputError(f"cannot open output file {os.fsdecode(path)}: {reason}") from exc
+
+
+class ReopenableFile:
+    """Standard output (path None; `stdout` or sys.stdout) or a file created at `path`.
+
+    By default the file is created exclusively, as ePPing's `-w` does: an existing
+    file is never overwritten or appended to, so a reopen before the old file was
+    moved away fails (OutputError) and output continues in the old file. With
+    `exclusive=False` an existing file is appended to instead (fine for line
+    formats; a JSON array appended to another one is no longer one document).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        stdout: TextIO | None = None,
+        *,
+        exclusive: bool = True,
+    ) -> None:
+        self.path = path
+        self.exclusive = exclusive
+        self._listeners: list[ReopenListener] = []
+        self._closed = False
+        if path is None:
+            self._stream: TextIO = stdout if stdout is not None else sys.stdout
+            self._owned = False
+        else:
+            self._stream = _open(path, exclusive)
+            self._owned = True
+
+    @property
+    def is_file(self) -> bool:
+        return self.path is not None
+
+    @property
+    def stream(self) -> TextIO:
+        """The stream currently written to (changes on reopen)."""
+        return self._stream
+
+    def add_reopen_listener(self, listener: ReopenListener) -> None:
+        self._listeners.append(listener)
+
+    def write(self, s: str, /) -> int:
+        return self._stream.write(s)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def reopen(self) -> bool:
+        """Switch to a freshly created file at the same path.
+
+        Returns False (and does nothing) when writing to standard output, as ePPing
+        ignores SIGHUP then. The new file is opened before anything is written to or
+        closed on the old one: when opening fails, OutputError is raised and the old
+        file stays current and intact. Otherwise listeners close their document in the
+        old file, the old file is flushed and closed, and listeners start a new
+        document in the new one.
+        """
+        if self.path is None or self._closed:
+            return False
+        new = _open(self.path, self.exclusive)
+        for listener in self._listeners:
+            listener.before_reopen()
+        old = self._stream
+        self._stream = new
+        try:
+            old.close()
+        except OSError as exc:
+            raise OutputError(f"error closing the previous output file: {exc}") from exc
+        finally:
+            for listener in self._listeners:
+                listener.after_reopen()
+        return True
+
+    def close(self) -> None:
+        """Flush; close the file if this object opened it (standard output stays open)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._owned:
+                self._stream.close()
+            else:
+                self._stream.flush()
+        except OSError as exc:
+            raise OutputError(f"error closing output: {exc}") from exc
+
+    def __enter__(self) -> ReopenableFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

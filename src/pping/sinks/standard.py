@@ -1,0 +1,160 @@
+"""The human-readable line format (ePPing's "standard" format), and text helpers
+shared by the other sinks: time of day, flow text, map-full warnings and the
+counters summary written to the error stream.
+
+    17:32:36.559578291 14.4563 ms 0.030275 ms TCP 198.18.0.2:5201+198.18.0.1:41356
+    17:32:36.101000000 TCP 198.18.0.2:5201+198.18.0.1:41356 opening due to SYN-ACK from dest
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..events import (
+    REASON_NAMES,
+    SOURCE_NAMES,
+    Counters,
+    Event,
+    EventReason,
+    EventSource,
+    Flow,
+    FlowEvent,
+    FlowEventType,
+    MapFullEvent,
+    RttEvent,
+    Table,
+)
+from .output import TextStream
+
+NS_PER_S = 1_000_000_000
+NS_PER_MS = 1_000_000
+
+FLOW_EVENT_NAMES = {
+    FlowEventType.NONE: "none",
+    FlowEventType.OPENING: "opening",
+    FlowEventType.CLOSING: "closing",
+    FlowEventType.CLOSING_BOTH: "closing",
+}
+
+# Words used in the map-full warning, as ePPing prints them.
+TABLE_ENTRY_NAMES = {Table.TIMESTAMPS: "timestamp", Table.FLOWS: "flow"}
+
+_CLOCK = "%s.%09d"
+
+# ePPing prints RTTs in milliseconds with printf's %.6g (six significant digits).
+_RTT_LINE = "%s.%09d %.6g ms %.6g ms %s\n"
+
+# Per-flow text caches are cleared when they grow past this many flows.
+FLOW_CACHE_LIMIT = 1 << 16
+
+
+def flow_event_name(event_type: FlowEventType) -> str:
+    return FLOW_EVENT_NAMES.get(event_type, "unknown")
+
+
+def reason_name(reason: EventReason) -> str:
+    return REASON_NAMES.get(reason, "unknown")
+
+
+def source_name(source: EventSource) -> str:
+    return SOURCE_NAMES.get(source, "unknown")
+
+
+class ClockText:
+    """Local time of day `HH:MM:SS.nnnnnnnnn` for epoch nanoseconds.
+
+    `hms` (the `HH:MM:SS` of second `sec`) is recomputed only when the second
+    changes; hot paths split the timestamp themselves and call `set_second`.
+    """
+
+    __slots__ = ("hms", "sec")
+
+    def __init__(self) -> None:
+        self.sec = -1
+        self.hms = ""
+
+    def set_second(self, sec: int) -> None:
+        self.hms = time.strftime("%H:%M:%S", time.localtime(sec))
+        self.sec = sec
+
+    def __call__(self, timestamp: int) -> str:
+        sec, ns = divmod(timestamp, NS_PER_S)
+        if sec != self.sec:
+            self.set_second(sec)
+        return _CLOCK % (self.hms, ns)
+
+
+def map_full_warning(clock: ClockText, event: MapFullEvent) -> str:
+    """ePPing's warning line for a refused table entry (with the trailing newline)."""
+    what = TABLE_ENTRY_NAMES.get(event.table, "table")
+    when = clock(event.timestamp)
+    return f"{when} Warning: Unable to create {what} entry for flow {event.flow}\n"
+
+
+def counters_text(counters: Counters, final: bool) -> str:
+    """A short multi-line summary of the data path's counters, for the error stream."""
+    c = counters
+    title = "Summary" if final else "Counters so far"
+    skipped_total = sum(c.skipped.values())
+    lines = [f"{title}: {c.packets} packets, {c.rtt_events} RTT events"]
+    if c.skipped:
+        detail = ", ".join(f"{reason}: {count}" for reason, count in sorted(c.skipped.items()))
+        lines.append(f"  skipped:    {skipped_total} ({detail})")
+    else:
+        lines.append("  skipped:    0")
+    lines.append(
+        f"  timestamps: {c.timestamps_created} created, {c.timestamps_matched} matched, "
+        f"{c.timestamps_expired} expired, {c.timestamps_table_full} refused (table full)"
+    )
+    lines.append(
+        f"  flows:      {c.flows_created} created, {c.flows_closed} closed, "
+        f"{c.flows_expired} expired, {c.flows_table_full} refused (table full)"
+    )
+    return "\n".join(lines) + "\n"
+
+
+class StandardSink:
+    """One line per RTT or flow event on `out`; warnings and the summary on `err`."""
+
+    def __init__(self, out: TextStream, err: TextStream) -> None:
+        self._out = out
+        self._err = err
+        self._clock = ClockText()
+        self._flow_text: dict[Flow, str] = {}
+        self._closed = False
+
+    def _flow(self, flow: Flow) -> str:
+        text = f"{flow.protocol_name} {flow}"
+        cache = self._flow_text
+        if len(cache) >= FLOW_CACHE_LIMIT:
+            cache.clear()
+        cache[flow] = text
+        return text
+
+    def write(self, event: Event) -> None:
+        if type(event) is RttEvent:
+            # %-formatting: about a third faster than the equivalent f-string here.
+            sec, ns = divmod(event.timestamp, NS_PER_S)
+            clock = self._clock
+            if sec != clock.sec:
+                clock.set_second(sec)
+            flow = self._flow_text.get(event.flow) or self._flow(event.flow)
+            self._out.write(
+                _RTT_LINE % (clock.hms, ns, event.rtt / NS_PER_MS, event.min_rtt / NS_PER_MS, flow)
+            )
+        elif type(event) is FlowEvent:
+            flow = self._flow_text.get(event.flow) or self._flow(event.flow)
+            self._out.write(
+                f"{self._clock(event.timestamp)} {flow} {flow_event_name(event.event_type)}"
+                f" due to {reason_name(event.reason)} from {source_name(event.source)}\n"
+            )
+        elif type(event) is MapFullEvent:
+            self._err.write(map_full_warning(self._clock, event))
+
+    def write_counters(self, counters: Counters, final: bool) -> None:
+        self._err.write(counters_text(counters, final))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._out.flush()
