@@ -177,6 +177,22 @@ class Engine:
         self.counters.packets += 1
         self.counters.skip(reason)
 
+    def absorb_repeats(self, direction: FlowKey, packets: int, payload_bytes: int) -> None:
+        """Account packets known to change nothing but counters (see fastpath.py).
+
+        They were sent in `direction`; each counts as sent there and as received by the
+        reverse direction, exactly as `process` would count it.
+        """
+        self.counters.packets += packets
+        forward = self._direction_state(direction)
+        if forward is not None and forward.active:
+            forward.sent_pkts += packets
+            forward.sent_bytes += payload_bytes
+        reverse = self._direction_state(self._reverse_key(direction))
+        if reverse is not None and reverse.active:
+            reverse.rec_pkts += packets
+            reverse.rec_bytes += payload_bytes
+
     def process(
         self, info: PacketInfo, now: int, link: int = 0, is_ingress: bool = True
     ) -> list[Event]:

@@ -1,0 +1,541 @@
+"""Fast capture replay: numpy finds the packets that can change nothing but counters.
+
+In a bulk TCP transfer most packets repeat the identifiers of the packet before them in
+the same direction (hundreds of segments share one TSval, every ACK echoes the same
+TSecr until the next tick). Such a packet cannot be timestamped (its identifier is not
+newer) and cannot match (the entry it would find was consumed or never existed), so
+the engine's only work for it is to add to four counters. This module proves that
+property for whole batches of packets with vectorised numpy code, gives the engine
+only the other packets, one by one, in capture order, and adds the counters of the
+skipped ones in bulk before anything can read them. The events are exactly those of
+`replay.replay` (a parity test checks this on every test capture).
+
+A packet i of direction X is a *repeat* when all of these hold:
+- it was decoded here as TCP with a timestamp option at one of the two usual places,
+  with no SYN, FIN or RST;
+- the previous packet j of X in this batch is in the same *segment* (no clean-up and
+  no packet this module could not classify between them), with no SYN, FIN, RST or
+  unusual TCP packet of the same flow between them;
+- i and j carry the same TSval, TSecr, ACK flag and the same "could be timestamped"
+  flag (payload, SYN or FIN);
+- i is not *possibly new*: a packet whose TSval differs from the previous packet of X
+  that could be timestamped (or which is the first such packet) might be timestamped;
+- no possibly-new packet of the same flow lies between j and i (it might create the
+  entry i's TSecr would match, or start the reverse direction, which i would open).
+Everything else (including ICMP, and any packet this module cannot decode) goes to the
+engine, whose own parser decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .engine import Engine, FlowKey
+from .events import IPPROTO_TCP, Event
+from .packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, parse_packet
+from .replay import CleanupClock
+from .sources.pcap import CaptureReader
+
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+BOOL = npt.NDArray[np.bool_]
+
+# Packet classes.
+UNKNOWN = 0  # not understood here: may touch any flow, so it ends a segment
+OTHER = 1  # valid IP, not TCP: touches no TCP flow
+TCP_UNUSUAL = 2  # TCP whose flow is known but whose timestamp is not at a usual place
+TCP_USUAL = 3  # TCP with the timestamp option decoded here
+
+ETH_VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
+ETH_IPV4 = 0x0800
+ETH_IPV6 = 0x86DD
+IPV6_EXTENSIONS = (0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254)
+
+LINK_HEADER = {1: None, 113: 16, 276: 20, 101: 0, 228: 0, 229: 0, 0: 4}
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Columns of the header fields of one batch (one row per packet).
+
+    Addresses are two 64-bit halves of the 16-byte form (IPv4-mapped for IPv4).
+    """
+
+    cls: npt.NDArray[np.int8]
+    src_hi: U64
+    src_lo: U64
+    dst_hi: U64
+    dst_lo: U64
+    sport: I64
+    dport: I64
+    flags: I64
+    tsval: I64
+    tsecr: I64
+    payload: I64
+
+    def direction_key(self, row: int, link: int) -> FlowKey:
+        src = int(self.src_hi[row]).to_bytes(8, "big") + int(self.src_lo[row]).to_bytes(8, "big")
+        dst = int(self.dst_hi[row]).to_bytes(8, "big") + int(self.dst_lo[row]).to_bytes(8, "big")
+        return (link, IPPROTO_TCP, src, int(self.sport[row]), dst, int(self.dport[row]))
+
+
+class _Fields:
+    """Big-endian fields at arbitrary byte positions of a buffer, gathered per column.
+
+    The 16- and 32-bit views have a stride of one byte, so a field at any offset is one
+    fancy-indexing operation; positions past the end read zero padding.
+    """
+
+    PAD = 64
+
+    def __init__(self, buf: bytes) -> None:
+        padded = buf + bytes(self.PAD)
+        self.limit = len(buf) + self.PAD - 4
+        size = len(padded)
+        self.u8 = np.frombuffer(padded, dtype=np.uint8)
+        self.be16 = np.ndarray(shape=(size - 1,), dtype=">u2", buffer=padded, strides=(1,))
+        self.be32 = np.ndarray(shape=(size - 3,), dtype=">u4", buffer=padded, strides=(1,))
+
+    def _at(self, pos: I64) -> I64:
+        return np.minimum(pos, self.limit)
+
+    def byte(self, pos: I64) -> I64:
+        return self.u8[self._at(pos)].astype(np.int64)
+
+    def short(self, pos: I64) -> I64:
+        return self.be16[self._at(pos)].astype(np.int64)
+
+    def word(self, pos: I64) -> I64:
+        return self.be32[self._at(pos)].astype(np.int64)
+
+    def half(self, pos: I64) -> U64:
+        """64 bits starting at pos."""
+        at = self._at(pos)
+        return (self.be32[at].astype(np.uint64) << np.uint64(32)) | self.be32[
+            np.minimum(at + 4, self.limit)
+        ].astype(np.uint64)
+
+
+def _l3_offsets(linktype: int, f: _Fields, base: I64) -> tuple[I64, I64]:
+    """(offset of the IP header from the packet start, IP version, or 0: not IP / unsure)."""
+    n = len(base)
+    if linktype == 1:
+        pos = np.full(n, 12, dtype=np.int64)
+        for _ in range(2):
+            tagged = np.isin(f.short(base + pos), ETH_VLAN_TYPES)
+            pos = np.where(tagged, pos + 4, pos)
+        ethertype = f.short(base + pos)
+        version = np.where(ethertype == ETH_IPV4, 4, np.where(ethertype == ETH_IPV6, 6, 0))
+        return pos + 2, version
+    if linktype in (113, 276):
+        ethertype = f.short(base + (14 if linktype == 113 else 0))
+        version = np.where(ethertype == ETH_IPV4, 4, np.where(ethertype == ETH_IPV6, 6, 0))
+        return np.full(n, LINK_HEADER[linktype] or 0, dtype=np.int64), version
+    start = LINK_HEADER[linktype] or 0
+    l3 = np.full(n, start, dtype=np.int64)
+    nibble = f.byte(base + start) >> 4
+    version = np.where((nibble == 4) | (nibble == 6), nibble, 0)
+    if linktype == 228:
+        version = np.where(nibble == 4, 4, 0)
+    elif linktype == 229:
+        version = np.where(nibble == 6, 6, 0)
+    elif linktype == 0:
+        # DLT_NULL's family word is in the writer's byte order: accept a family that
+        # agrees with the IP version in either order, as the engine's parser does.
+        word = f.word(base)
+        family = np.where(word < 256, word, np.where(word & 0xFFFFFF == 0, word >> 24, -1))
+        version = np.where(
+            (family == 2) & (nibble == 4),
+            4,
+            np.where(np.isin(family, (10, 24, 28, 30)) & (nibble == 6), 6, 0),
+        )
+    return l3, version
+
+
+def decode(linktype: int, buf: bytes, offsets: I64, caplens: I64) -> Decoded:
+    """Vectorised header decoding of one batch; rows it cannot vouch for are UNKNOWN."""
+    n = len(offsets)
+    f = _Fields(buf)
+    base = offsets
+    l3, version = _l3_offsets(linktype, f, base)
+    ip = base + l3
+    first = f.byte(ip)
+    v4 = (version == 4) & ((first >> 4) == 4) & (caplens >= l3 + 20)
+    v6 = (version == 6) & ((first >> 4) == 6) & (caplens >= l3 + 40)
+    ihl = (first & 15) * 4
+    total = f.short(ip + 2)
+    v4 &= (ihl >= 20) & (total >= ihl) & ((f.short(ip + 6) & 0x1FFF) == 0)
+    v6_plen = f.short(ip + 4)
+    v6 &= v6_plen > 0
+    proto = np.where(v4, f.byte(ip + 9), np.where(v6, f.byte(ip + 6), -1))
+    l4 = np.where(v4, l3 + ihl, l3 + 40)
+    ip_payload = np.where(v4, total - ihl, v6_plen)
+
+    cls = np.full(n, UNKNOWN, dtype=np.int8)
+    # IPv6 extension headers (and anything odd) stay UNKNOWN; other protocols cannot
+    # touch a TCP flow.
+    cls[(v4 | v6) & (proto != IPPROTO_TCP) & ~np.isin(proto, IPV6_EXTENSIONS)] = OTHER
+    tcp = (v4 | v6) & (proto == IPPROTO_TCP) & (l4 + 20 <= caplens)
+    th = base + l4
+    doff = (f.byte(th + 12) >> 4) * 4
+    tcp &= doff >= 20
+    cls[tcp] = TCP_UNUSUAL
+    opt = th + 20
+    head = f.word(opt)
+    nop_nop_ts = head == 0x0101080A
+    ts_first = (head >> 16) == 0x080A
+    ts_at = np.where(nop_nop_ts, 24, 22)  # from the start of the TCP header
+    usual = tcp & (nop_nop_ts | ts_first) & (ts_at + 8 <= doff) & (l4 + ts_at + 8 <= caplens)
+    cls[usual] = TCP_USUAL
+
+    v4_src = np.uint64(0xFFFF00000000) | f.word(ip + 12).astype(np.uint64)
+    v4_dst = np.uint64(0xFFFF00000000) | f.word(ip + 16).astype(np.uint64)
+    zero = np.zeros(n, dtype=np.uint64)
+    return Decoded(
+        cls=cls,
+        src_hi=np.where(v4, zero, f.half(ip + 8)),
+        src_lo=np.where(v4, v4_src, f.half(ip + 16)),
+        dst_hi=np.where(v4, zero, f.half(ip + 24)),
+        dst_lo=np.where(v4, v4_dst, f.half(ip + 32)),
+        sport=f.short(th),
+        dport=f.short(th + 2),
+        flags=f.byte(th + 13),
+        tsval=f.word(th + ts_at),
+        tsecr=f.word(th + ts_at + 4),
+        payload=np.maximum(ip_payload - doff, 0),
+    )
+
+
+def _ranks(values: npt.NDArray[Any]) -> I64:
+    """Dense ids (0, 1, ...) of the distinct values, in sorted order."""
+    inverse: I64 = np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return inverse
+
+
+def _endpoint_ids(dec: Decoded, rows: I64) -> tuple[I64, I64]:
+    """Dense ids of the (address, port) source and destination endpoints of `rows`."""
+    m = len(rows)
+    lo = np.concatenate([dec.src_lo[rows], dec.dst_lo[rows]])
+    ports = np.concatenate([dec.sport[rows], dec.dport[rows]])
+    hi = np.concatenate([dec.src_hi[rows], dec.dst_hi[rows]])
+    if not hi.any() and bool(np.all((lo >> np.uint64(32)) == np.uint64(0xFFFF))):
+        # IPv4 only: address and port fit one integer.
+        raw = ((lo & np.uint64(0xFFFFFFFF)).astype(np.int64) << 16) | ports
+    else:
+        hi_id, lo_id = _ranks(hi), _ranks(lo)
+        address = _ranks(hi_id * (int(lo_id.max()) + 1) + lo_id)
+        raw = address * 65536 + ports
+    ids = _ranks(raw)
+    return ids[:m], ids[m:]
+
+
+def _echo_created_between(
+    flow: I64, tsval: I64, tsecr: I64, rows: I64, creators: BOOL, prev: I64, candidates: BOOL
+) -> BOOL:
+    """For each candidate i: is there a creator k of the same flow, prev[i] < k < i, whose
+    TSval equals i's TSecr (so k may have stored the entry that i would match)?"""
+    hit = np.zeros(len(flow), dtype=bool)
+    ks = np.flatnonzero(creators)
+    if len(ks) == 0:
+        return hit
+    k_key = (flow[ks] << 32) | tsval[ks]
+    order = np.lexsort((rows[ks], k_key))
+    k_key, k_row = k_key[order], rows[ks][order]
+    qs = np.flatnonzero(candidates)
+    q_key = (flow[qs] << 32) | tsecr[qs]
+    lo = np.searchsorted(k_key, q_key, side="left")
+    hi = np.searchsorted(k_key, q_key, side="right")
+    single = np.flatnonzero(hi - lo == 1)
+    k_at = k_row[lo[single]]
+    q_single = qs[single]
+    hit[q_single] = (k_at > rows[prev[q_single]]) & (k_at < rows[q_single])
+    # Rare: several creators with one (flow, TSval); look at each.
+    for at in np.flatnonzero(hi - lo > 1).tolist():
+        q = qs[at]
+        after, before = rows[prev[q]], rows[q]
+        span = k_row[lo[at] : hi[at]]
+        hit[q] = bool(np.any((span > after) & (span < before)))
+    return hit
+
+
+@dataclass(slots=True)
+class Plan:
+    """What to do with one batch: which packets the engine sees, and the counters of the
+    others, to be added just before the engine next sees their flow (`pending`, keyed by
+    the packet index of that next packet) or at the end of their segment
+    (`pending_at_end`, keyed by segment)."""
+
+    engine_rows: I64
+    segment: I64
+    repeats: int
+    pending: dict[int, list[tuple[int, int, int]]]
+    pending_at_end: dict[int, list[tuple[int, int, int]]]
+
+
+def plan_batch(dec: Decoded, segment: I64) -> Plan:
+    """Find the repeats of a batch (see the module docstring)."""
+    n = len(dec.cls)
+    rows = np.flatnonzero(dec.cls >= TCP_UNUSUAL)
+    m = len(rows)
+    if m == 0:
+        return Plan(np.arange(n, dtype=np.int64), segment, 0, {}, {})
+    src, dst = _endpoint_ids(dec, rows)
+    endpoints = int(max(src.max(), dst.max())) + 1
+    flow = _ranks(np.minimum(src, dst) * endpoints + np.maximum(src, dst))
+    reverse_side = (src > dst).astype(np.int64)
+    seg = segment[rows]
+    flags = dec.flags[rows]
+    tsval = dec.tsval[rows]
+    tsecr = dec.tsecr[rows]
+    payload = dec.payload[rows]
+    could_stamp = (payload > 0) | ((flags & (TCP_SYN | TCP_FIN)) != 0)
+    ack = (flags & TCP_ACK) != 0
+    eventful = ((flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0) | (dec.cls[rows] == TCP_UNUSUAL)
+
+    # Flow order: by flow, segment, then capture order. A run is a stretch of one flow
+    # within one segment up to (and including) an eventful packet.
+    by_flow = np.argsort(flow * (int(seg.max()) + 1) + seg, kind="stable")
+    f_sorted, s_sorted, e_sorted = flow[by_flow], seg[by_flow], eventful[by_flow]
+    run_start = np.ones(m, dtype=bool)
+    run_start[1:] = (f_sorted[1:] != f_sorted[:-1]) | (s_sorted[1:] != s_sorted[:-1])
+    run_start[1:] |= e_sorted[:-1]
+    run = np.empty(m, dtype=np.int64)
+    run[by_flow] = np.cumsum(run_start)
+    group = run * 2 + reverse_side  # one direction within one run
+    by_group = np.argsort(group, kind="stable")
+    g_sorted = group[by_group]
+    same_group_as_prev = np.zeros(m, dtype=bool)
+    same_group_as_prev[1:] = g_sorted[1:] == g_sorted[:-1]
+
+    # Possibly new: a stampable packet whose TSval differs from the previous stampable
+    # packet of its group (or the first such: it may also start its direction).
+    possibly_new = np.zeros(m, dtype=bool)
+    starter = np.zeros(m, dtype=bool)
+    stampable = by_group[could_stamp[by_group]]
+    if len(stampable):
+        sg = group[stampable]
+        sv = tsval[stampable]
+        first = np.ones(len(stampable), dtype=bool)
+        first[1:] = sg[1:] != sg[:-1]
+        new = first.copy()
+        new[1:] |= sv[1:] != sv[:-1]
+        possibly_new[stampable[new]] = True
+        starter[stampable[first]] = True
+    disruptive = eventful | starter
+
+    # Candidate repeats, judged against the previous packet of the same group. A pure
+    # ACK's own TSval does not matter (it is never timestamped).
+    prev = np.empty(m, dtype=np.int64)
+    prev[by_group[1:]] = by_group[:-1]
+    prev[by_group[0]] = by_group[0]
+    has_prev = np.empty(m, dtype=bool)
+    has_prev[by_group] = same_group_as_prev
+    repeat = (
+        has_prev & (dec.cls[rows] == TCP_USUAL) & ~disruptive & ~possibly_new
+        & (tsecr == tsecr[prev]) & (ack == ack[prev])
+    )  # fmt: skip
+    # ... with nothing disruptive of the same flow in between,
+    d_count = np.empty(m, dtype=np.int64)
+    d_count[by_flow] = np.cumsum(disruptive[by_flow])
+    repeat &= d_count == d_count[prev]
+    # ... and no possibly new packet in between that carries the TSval i echoes.
+    repeat &= ~_echo_created_between(
+        flow, tsval, tsecr, rows, possibly_new & ~starter, prev, repeat
+    )
+
+    # Where the counters of each repeat are added: before the next non-repeat packet of
+    # its flow in the same segment, else at the end of the segment.
+    r_sorted = repeat[by_flow]
+    positions = np.where(~r_sorted, np.arange(m), m)
+    next_pos = np.minimum.accumulate(positions[::-1])[::-1]
+    nxt = np.minimum(next_pos, m - 1)
+    same_run = (next_pos < m) & (f_sorted[nxt] == f_sorted) & (s_sorted[nxt] == s_sorted)
+    pending: dict[int, list[tuple[int, int, int]]] = {}
+    pending_at_end: dict[int, list[tuple[int, int, int]]] = {}
+    rep_pos = np.flatnonzero(r_sorted)
+    if len(rep_pos):
+        member = by_flow[rep_pos]
+        # Targets: a packet row (>= 0) or the end of segment s (coded -1 - s).
+        target = np.where(same_run[rep_pos], rows[by_flow[nxt[rep_pos]]], -1 - s_sorted[rep_pos])
+        shift = int(seg.max()) + 1
+        combo = (target + shift) * 2 + reverse_side[member]
+        counts = np.bincount(combo)
+        sums = np.bincount(combo, weights=payload[member]).astype(np.int64)
+        representative = np.zeros(len(counts), dtype=np.int64)
+        representative[combo] = rows[member]
+        used = np.flatnonzero(counts)
+        for code, rep, c, b in zip(
+            used.tolist(),
+            representative[used].tolist(),
+            counts[used].tolist(),
+            sums[used].tolist(),
+            strict=True,
+        ):
+            t = code // 2 - shift
+            if t >= 0:
+                pending.setdefault(t, []).append((rep, c, b))
+            else:
+                pending_at_end.setdefault(-1 - t, []).append((rep, c, b))
+    engine_rows = np.ones(n, dtype=bool)
+    engine_rows[rows[repeat]] = False
+    return Plan(np.flatnonzero(engine_rows), segment, int(repeat.sum()), pending, pending_at_end)
+
+
+def cleanup_points(clock: CleanupClock, times: I64) -> list[int]:
+    """Rows before which the periodic clean-up runs (the same rule as replay.replay)."""
+    points: list[int] = []
+    if clock.interval_ns <= 0 or len(times) == 0:
+        return points
+    start = 0
+    if clock.next_due is None:
+        clock.next_due = int(times[0]) + clock.interval_ns
+        start = 1
+    while True:
+        row = int(np.searchsorted(times[start:], clock.next_due, side="left")) + start
+        if row >= len(times):
+            return points
+        points.append(row)
+        clock.next_due = int(times[row]) + clock.interval_ns
+        start = row + 1
+
+
+class FastReplay:
+    """Replay record batches through an engine, skipping provable repeats."""
+
+    def __init__(self, engine: Engine, merge_interfaces: bool = False) -> None:
+        self.engine = engine
+        self.merge_interfaces = merge_interfaces
+        self.clock = CleanupClock(engine.config.cleanup_interval_ns)
+
+    def supported(self, linktype: int) -> bool:
+        return linktype in LINK_HEADER and self.engine.config.track_tcp
+
+    def run_batch(
+        self,
+        linktype: int,
+        interface: int,
+        buf: bytes,
+        offsets: I64,
+        caplens: I64,
+        wire_lens: I64,
+        times: I64,
+    ) -> Iterator[Event]:
+        n = len(offsets)
+        if n == 0:
+            return
+        link = 0 if self.merge_interfaces else interface
+        monotonic = bool(np.all(times[1:] >= times[:-1]))
+        if not (monotonic and self.supported(linktype)):
+            yield from self._slow(linktype, link, buf, offsets, caplens, wire_lens, times)
+            return
+        points = cleanup_points(self.clock, times)
+        dec = decode(linktype, buf, offsets, caplens)
+        boundary = np.zeros(n + 1, dtype=np.int64)
+        boundary[points] += 1
+        boundary[np.flatnonzero(dec.cls == UNKNOWN) + 1] += 1
+        segment = np.cumsum(boundary[:n])
+        plan = plan_batch(dec, segment)
+        yield from self._execute(plan, dec, linktype, link, buf, offsets, caplens, wire_lens,
+                                 times, set(points))  # fmt: skip
+
+    def _flush(self, entries: list[tuple[int, int, int]], dec: Decoded, link: int) -> None:
+        for rep, count, total in entries:
+            self.engine.absorb_repeats(dec.direction_key(rep, link), count, total)
+
+    def _execute(
+        self,
+        plan: Plan,
+        dec: Decoded,
+        linktype: int,
+        link: int,
+        buf: bytes,
+        offsets: I64,
+        caplens: I64,
+        wire_lens: I64,
+        times: I64,
+        points: set[int],
+    ) -> Iterator[Event]:
+        engine = self.engine
+        process = engine.process
+        pending = plan.pending
+        at_end = plan.pending_at_end
+        segment = plan.segment.tolist()
+        unknown = dec.cls == UNKNOWN
+        for row in plan.engine_rows.tolist():
+            now = int(times[row])
+            seg = segment[row]
+            if row in points:
+                entries = at_end.pop(seg - 1, None)
+                if entries:
+                    self._flush(entries, dec, link)
+                yield from engine.expire(now)
+            if unknown[row]:
+                entries = at_end.pop(seg, None)
+                if entries:
+                    self._flush(entries, dec, link)
+            else:
+                entries = pending.pop(row, None)
+                if entries:
+                    self._flush(entries, dec, link)
+            start = int(offsets[row])
+            data = buf[start : start + int(caplens[row])]
+            info = parse_packet(linktype, data, int(wire_lens[row]))
+            if isinstance(info, str):
+                engine.count_skipped(info)
+                continue
+            events = process(info, now, link)
+            if events:
+                yield from events
+        for entries in at_end.values():
+            self._flush(entries, dec, link)
+        at_end.clear()
+        assert not pending, "a repeat's counters were never added"
+
+    def _slow(
+        self,
+        linktype: int,
+        link: int,
+        buf: bytes,
+        offsets: I64,
+        caplens: I64,
+        wire_lens: I64,
+        times: I64,
+    ) -> Iterator[Event]:
+        engine = self.engine
+        for start, caplen, wire_len, now in zip(
+            offsets.tolist(), caplens.tolist(), wire_lens.tolist(), times.tolist(), strict=True
+        ):
+            if self.clock.due(now):
+                yield from engine.expire(now)
+            info = parse_packet(linktype, buf[start : start + caplen], wire_len)
+            if isinstance(info, str):
+                engine.count_skipped(info)
+                continue
+            events = engine.process(info, now, link)
+            if events:
+                yield from events
+
+
+def fast_replay(
+    engine: Engine, reader: CaptureReader, merge_interfaces: bool = False
+) -> Iterator[Event]:
+    """The events of `replay.replay`, computed batch by batch (see the module doc)."""
+    fast = FastReplay(engine, merge_interfaces)
+    for batch in reader.iter_batches():
+        times = batch.timestamps_ns
+        if times.dtype != np.int64:  # a time beyond int64: exact ints, the slow way
+            link = 0 if merge_interfaces else batch.interface
+            yield from fast._slow(
+                batch.linktype, link, batch.buffer, batch.offsets, batch.caplens,
+                batch.wire_lens, times,
+            )  # fmt: skip
+            continue
+        yield from fast.run_batch(
+            batch.linktype, batch.interface, batch.buffer, batch.offsets, batch.caplens,
+            batch.wire_lens, times,
+        )  # fmt: skip
