@@ -126,7 +126,7 @@ class FlowState:
 
     @property
     def active(self) -> bool:
-        return self.conn_state == WAITOPEN or self.conn_state == OPEN
+        return WAITOPEN <= self.conn_state <= OPEN
 
 
 class DualFlow:
@@ -196,7 +196,12 @@ class Engine:
     def process(
         self, info: PacketInfo, now: int, link: int = 0, is_ingress: bool = True
     ) -> list[Event]:
-        """Run one parsed packet observed at `now` (ns) on `link` through the pipeline."""
+        """Run one parsed packet observed at `now` (ns) on `link` through the pipeline.
+
+        The cheap tests of each stage are made here, so that the common packet (nothing
+        to stamp, nothing to match) costs no further calls; each stage method repeats
+        nothing and documents the rest.
+        """
         self.counters.packets += 1
         if not self._tracked(info):
             return []
@@ -205,17 +210,40 @@ class Engine:
         forward_is_first = (info.saddr, info.sport) <= (info.daddr, info.dport)
         key = packet_key if forward_is_first else self._reverse_key(packet_key)
 
-        dual = self._lookup_or_create_flow(key, info, now, events)
+        dual = self.flows.get(key)
         if dual is None:
-            return events
+            dual = self._create_flow(key, info, now, events)
+            if dual is None:
+                return events
         forward, reverse = (
             (dual.first, dual.second) if forward_is_first else (dual.second, dual.first)
         )
-        self._update_forward(forward, info, now)
-        self._timestamp_packet(forward, packet_key, info, now, is_ingress, events)
-        self._update_reverse(reverse, info, events, now)
-        self._match_packet(reverse, packet_key, info, now, is_ingress, events)
-        self._close_flows(key, forward, reverse, info, now, events)
+        # update_forward
+        if forward.conn_state == EMPTY and info.pid_valid:
+            forward.start(info, now)
+        if EMPTY < forward.conn_state < CLOSED:
+            forward.sent_pkts += 1
+            forward.sent_bytes += info.payload
+            # timestamp_packet: only a valid identifier, and (once stamped, or when
+            # waiting for the first edge) only a newer one.
+            if info.pid_valid and (
+                not (forward.has_been_timestamped or info.wait_first_edge)
+                or is_newer_identifier(info.proto, info.pid, forward.last_id)
+            ):
+                self._timestamp_packet(forward, packet_key, info, now, is_ingress, events)
+        # update_reverse
+        if EMPTY < reverse.conn_state < CLOSED:
+            if reverse.conn_state == WAITOPEN and info.event_type != FlowEventType.CLOSING_BOTH:
+                self._open_reverse(reverse, info, events)
+            reverse.rec_pkts += 1
+            reverse.rec_bytes += info.payload
+        # match_packet (a CLOSED direction still matches while its entry exists: the ACK
+        # of a FIN is a valid sample)
+        if reverse.outstanding and info.reply_pid_valid and reverse.conn_state != EMPTY:
+            self._match_packet(reverse, packet_key, info, now, is_ingress, events)
+        # close_flows
+        if info.event_type >= FlowEventType.CLOSING:
+            self._close_flows(key, forward, reverse, info, now, events)
         return events
 
     def _tracked(self, info: PacketInfo) -> bool:
@@ -238,12 +266,11 @@ class Engine:
         link, proto, saddr, sport, daddr, dport = key
         return (link, proto, daddr, dport, saddr, sport)
 
-    def _lookup_or_create_flow(
+    def _create_flow(
         self, key: FlowKey, info: PacketInfo, now: int, events: list[Event]
     ) -> DualFlow | None:
-        dual = self.flows.get(key)
-        if dual is not None:
-            return dual
+        """lookup_or_create_flow, second half: only a packet that could be timestamped
+        and does not close its direction creates an entry, if the table has room."""
         closing = info.event_type in (FlowEventType.CLOSING, FlowEventType.CLOSING_BOTH)
         if not info.pid_valid or closing:
             return None
@@ -256,14 +283,6 @@ class Engine:
         self.counters.flows_created += 1
         return dual
 
-    @staticmethod
-    def _update_forward(state: FlowState, info: PacketInfo, now: int) -> None:
-        if state.conn_state == EMPTY and info.pid_valid:
-            state.start(info, now)
-        if state.active:
-            state.sent_pkts += 1
-            state.sent_bytes += info.payload
-
     def _timestamp_packet(
         self,
         state: FlowState,
@@ -273,13 +292,8 @@ class Engine:
         is_ingress: bool,
         events: list[Event],
     ) -> None:
-        if not state.active or not info.pid_valid:
-            return
+        """timestamp_packet, for an active direction and a valid, new identifier."""
         if is_ingress and self.is_local is not None and self.is_local(info):
-            return
-        if (state.has_been_timestamped or info.wait_first_edge) and not is_newer_identifier(
-            info.proto, info.pid, state.last_id
-        ):
             return
         state.last_id = info.pid
         if state.has_been_timestamped and self._rate_limited(state, now):
@@ -314,23 +328,19 @@ class Engine:
         return now - last < self.config.rate_limit_ns
 
     @staticmethod
-    def _update_reverse(state: FlowState, info: PacketInfo, events: list[Event], now: int) -> None:
-        if not state.active:
-            return
-        if state.conn_state == WAITOPEN and info.event_type != FlowEventType.CLOSING_BOTH:
-            state.conn_state = OPEN
-            flow = Flow(info.proto, info.saddr, info.sport, info.daddr, info.dport)
-            events.append(
-                FlowEvent(
-                    state.last_timestamp,
-                    flow,
-                    FlowEventType.OPENING,
-                    state.opening_reason,
-                    EventSource.PACKET_DEST,
-                )
+    def _open_reverse(state: FlowState, info: PacketInfo, events: list[Event]) -> None:
+        """update_reverse: the first reply opens a waiting direction."""
+        state.conn_state = OPEN
+        flow = Flow(info.proto, info.saddr, info.sport, info.daddr, info.dport)
+        events.append(
+            FlowEvent(
+                state.last_timestamp,
+                flow,
+                FlowEventType.OPENING,
+                state.opening_reason,
+                EventSource.PACKET_DEST,
             )
-        state.rec_pkts += 1
-        state.rec_bytes += info.payload
+        )
 
     def _match_packet(
         self,
@@ -341,10 +351,7 @@ class Engine:
         is_ingress: bool,
         events: list[Event],
     ) -> None:
-        # A closed direction may still be matched while the entry exists: the ACK of a
-        # FIN is a valid sample.
-        if state.conn_state == EMPTY or not info.reply_pid_valid or state.outstanding == 0:
-            return
+        """match_packet, for a direction with outstanding timestamps and a valid reply."""
         link, proto, saddr, sport, daddr, dport = packet_key
         ts_key: TimestampKey = (link, proto, daddr, dport, saddr, sport, info.reply_pid)
         sent = self.timestamps.get(ts_key)

@@ -36,8 +36,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .engine import Engine, FlowKey
-from .events import IPPROTO_TCP, Event
-from .packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, parse_packet
+from .events import IPPROTO_TCP, Event, EventReason, FlowEventType
+from .packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, PacketInfo, parse_packet
 from .replay import CleanupClock
 from .sources.pcap import CaptureReader
 
@@ -404,6 +404,68 @@ def cleanup_points(clock: CleanupClock, times: I64) -> list[int]:
         start = row + 1
 
 
+def _tcp_meaning(flags: int) -> tuple[FlowEventType, EventReason, bool]:
+    """(event, reason, wait_first_edge) of a TCP packet with these flags (packet.py)."""
+    if flags & TCP_RST:
+        return FlowEventType.CLOSING_BOTH, EventReason.RST, not flags & TCP_SYN
+    if flags & TCP_FIN:
+        return FlowEventType.CLOSING, EventReason.FIN, not flags & TCP_SYN
+    if flags & TCP_SYN:
+        reason = EventReason.SYN_ACK if flags & TCP_ACK else EventReason.SYN
+        return FlowEventType.OPENING, reason, False
+    return FlowEventType.NONE, EventReason.NONE, True
+
+
+TCP_MEANING = [_tcp_meaning(flags) for flags in range(256)]
+
+
+class _TcpInfos:
+    """PacketInfo of the TCP_USUAL engine rows, built from the decoded columns (the same
+    values packet.parse_packet gives; the parity tests hold both to it)."""
+
+    def __init__(self, dec: Decoded, rows: I64, wire_lens: I64) -> None:
+        self.index = {row: i for i, row in enumerate(rows.tolist())}
+        self.columns = [
+            column[rows].tolist()
+            for column in (
+                dec.src_hi, dec.src_lo, dec.sport, dec.dst_hi, dec.dst_lo, dec.dport,
+                dec.tsval, dec.tsecr, dec.flags, dec.payload, wire_lens,
+            )
+        ]  # fmt: skip
+        self.addresses: dict[tuple[int, int], bytes] = {}
+
+    def _address(self, hi: int, lo: int) -> bytes:
+        address = self.addresses.get((hi, lo))
+        if address is None:
+            address = hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
+            self.addresses[(hi, lo)] = address
+        return address
+
+    def get(self, row: int) -> PacketInfo:
+        i = self.index[row]
+        c = self.columns
+        flags = c[8][i]
+        payload = c[9][i]
+        event, reason, wait = TCP_MEANING[flags]
+        return PacketInfo(
+            IPPROTO_TCP,
+            self._address(c[0][i], c[1][i]),
+            c[2][i],
+            self._address(c[3][i], c[4][i]),
+            c[5][i],
+            c[6][i],
+            payload > 0 or bool(flags & (TCP_SYN | TCP_FIN)),
+            c[7][i],
+            bool(flags & TCP_ACK),
+            event,
+            reason,
+            wait,
+            flags,
+            payload,
+            c[10][i],
+        )
+
+
 class FastReplay:
     """Replay record batches through an engine, skipping provable repeats."""
 
@@ -464,17 +526,25 @@ class FastReplay:
         process = engine.process
         pending = plan.pending
         at_end = plan.pending_at_end
-        segment = plan.segment.tolist()
-        unknown = dec.cls == UNKNOWN
-        for row in plan.engine_rows.tolist():
-            now = int(times[row])
-            seg = segment[row]
+        rows = plan.engine_rows
+        columns = zip(
+            rows.tolist(),
+            plan.segment[rows].tolist(),
+            dec.cls[rows].tolist(),
+            times[rows].tolist(),
+            offsets[rows].tolist(),
+            caplens[rows].tolist(),
+            wire_lens[rows].tolist(),
+            strict=True,
+        )
+        infos = _TcpInfos(dec, rows, wire_lens)
+        for row, seg, cls, now, start, caplen, wire_len in columns:
             if row in points:
                 entries = at_end.pop(seg - 1, None)
                 if entries:
                     self._flush(entries, dec, link)
                 yield from engine.expire(now)
-            if unknown[row]:
+            if cls == UNKNOWN:
                 entries = at_end.pop(seg, None)
                 if entries:
                     self._flush(entries, dec, link)
@@ -482,13 +552,14 @@ class FastReplay:
                 entries = pending.pop(row, None)
                 if entries:
                     self._flush(entries, dec, link)
-            start = int(offsets[row])
-            data = buf[start : start + int(caplens[row])]
-            info = parse_packet(linktype, data, int(wire_lens[row]))
-            if isinstance(info, str):
-                engine.count_skipped(info)
-                continue
-            events = process(info, now, link)
+            if cls == TCP_USUAL:
+                info: PacketInfo | str = infos.get(row)
+            else:
+                info = parse_packet(linktype, buf[start : start + caplen], wire_len)
+                if isinstance(info, str):
+                    engine.count_skipped(info)
+                    continue
+            events = process(info, now, link)  # type: ignore[arg-type]
             if events:
                 yield from events
         for entries in at_end.values():
