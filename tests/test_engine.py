@@ -243,10 +243,11 @@ def test_rst_closes_both_and_deletes_flow_then_tuple_reuse_starts_fresh() -> Non
         (EventSource.PACKET_DEST, EventReason.RST),
         (EventSource.PACKET_SOURCE, EventReason.RST),
     ]
-    assert engine.flows == {}
-    assert engine.counters.flows_closed == 1
-    # The orphan (A->B, 2) stays until clean-up; a new connection reusing the tuple
-    # with a clock that happens to repeat TSval 2 must not match the old entry.
+    # (A->B, 2) still waits for its reply: the closed entry lingers for it
+    (dual,) = engine.flows.values()
+    assert dual.closed and engine.counters.flows_closed == 1
+    # A new connection reusing the tuple replaces the closed entry; its clock happens
+    # to repeat TSval 2, and the old entry (an orphan now) must not match it.
     later = run(
         engine,
         [(10 * MS, tcp(A, B, 1, 0)), (11 * MS, tcp(A, B, 5, 0)), (20 * MS, tcp(B, A, 9, 2))],
@@ -305,9 +306,11 @@ def test_expire_removes_stale_timestamps_and_idle_flows_with_timeout_events() ->
         ],
     )
     assert len(engine.timestamps) == 1
-    assert engine.expire(12 * MS + 80 * MS) == []  # age 80 ms = 8 x srtt: not yet
+    assert engine.expire(12 * MS + 81 * MS) == []  # older than 8 x srtt, but a delayed
+    assert len(engine.timestamps) == 1  # ACK may still come: at least 200 ms
+    engine.expire(12 * MS + 200 * MS)
     assert len(engine.timestamps) == 1
-    engine.expire(12 * MS + 81 * MS)
+    engine.expire(12 * MS + 201 * MS)
     assert engine.timestamps == {} and engine.counters.timestamps_expired == 1
     assert engine.expire(11 * MS + 300 * NS_PER_S) == []  # both open, not idle enough
     events = engine.expire(12 * MS + 300 * NS_PER_S + 1)
@@ -346,3 +349,37 @@ def test_local_filter_only_applies_to_ingress(is_local: bool) -> None:
     lifted.process(tcp(A, B, 1, 0), 0)
     lifted.process(tcp(A, B, 2, 0), 1 * MS)
     assert rtts(lifted.process(tcp(B, A, 1, 2), 4 * MS, is_ingress=False)) == [3 * MS]
+
+
+def test_replies_in_flight_after_rst_still_match_then_the_entry_goes() -> None:
+    engine = Engine(Config(rate_limit_ns=0))
+    events = run(
+        engine,
+        [
+            (0, tcp(A, B, 1, 0)),
+            (1 * MS, tcp(A, B, 2, 0)),  # stamped
+            (2 * MS, tcp(A, B, 3, 0)),  # stamped
+            (3 * MS, tcp(A, B, 4, 0, payload=0, flags=TCP_RST | TCP_ACK)),
+            (21 * MS, tcp(B, A, 9, 2, payload=0)),  # ACKs sent before B saw the RST
+            (22 * MS, tcp(B, A, 9, 3, payload=0)),
+        ],
+    )
+    assert rtts(events) == [20 * MS, 20 * MS]
+    assert engine.flows == {}  # drained: gone with the last reply
+
+
+def test_ack_of_the_last_fin_matches() -> None:
+    engine = Engine(Config(rate_limit_ns=0))
+    events = run(
+        engine,
+        [
+            (0, tcp(A, B, 1, 0)),
+            (1 * MS, tcp(A, B, 2, 0)),
+            (5 * MS, tcp(B, A, 50, 2)),
+            (6 * MS, tcp(A, B, 3, 50, payload=0, flags=TCP_FIN | TCP_ACK)),
+            (7 * MS, tcp(B, A, 51, 3, payload=0, flags=TCP_FIN | TCP_ACK)),  # 1 ms
+            (12 * MS, tcp(A, B, 4, 51, payload=0)),  # ACK of B's FIN: 5 ms
+        ],
+    )
+    assert rtts(events) == [4 * MS, 1 * MS, 5 * MS]
+    assert engine.flows == {}

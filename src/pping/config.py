@@ -12,6 +12,9 @@ NS_PER_S = 1_000_000_000
 # Clean-up lifetimes (the specification in docs/algorithm.md, section "Clean-up").
 TIMESTAMP_LIFETIME_NS = 10 * NS_PER_S
 TIMESTAMP_RTT_LIFETIME = 8
+# ... but never less than this: a delayed ACK may wait up to 200 ms (Linux's
+# TCP_DELACK_MAX; 40 ms at least), however short the path.
+TIMESTAMP_MIN_LIFETIME_NS = 200 * NS_PER_MS
 FLOW_LIFETIME_NS = 300 * NS_PER_S
 ICMP_FLOW_LIFETIME_NS = 30 * NS_PER_S
 UNOPENED_FLOW_LIFETIME_NS = 30 * NS_PER_S

@@ -37,6 +37,7 @@ from .config import (
     ICMP_FLOW_LIFETIME_NS,
     MAP_FULL_WARN_INTERVAL_NS,
     TIMESTAMP_LIFETIME_NS,
+    TIMESTAMP_MIN_LIFETIME_NS,
     TIMESTAMP_RTT_LIFETIME,
     UNOPENED_FLOW_LIFETIME_NS,
     Config,
@@ -68,6 +69,7 @@ FIXPOINT_SHIFT = 16
 U32 = 0xFFFFFFFF
 U64 = 0xFFFFFFFFFFFFFFFF
 HALF_U32 = 1 << 31
+CLOSING = FlowEventType.CLOSING
 
 SKIP_SYN = "SYN (no --include-SYN)"
 SKIP_UNTRACKED = "protocol not tracked"
@@ -132,11 +134,19 @@ class FlowState:
 class DualFlow:
     """One flow-table entry: both directions. `first` is the canonical key's direction."""
 
-    __slots__ = ("first", "second")
+    __slots__ = ("closed", "first", "second")
 
     def __init__(self) -> None:
         self.first = FlowState()
         self.second = FlowState()
+        # Both directions closed, but replies to timestamps already taken may still be
+        # on their way (the ACK of a FIN, ACKs in flight when an RST passed): the entry
+        # stays until they are matched or expire, or a new connection takes the tuple.
+        self.closed = False
+
+    @property
+    def drained(self) -> bool:
+        return self.first.outstanding == 0 and self.second.outstanding == 0
 
 
 def rtt_rate_fixpoint(rtt_rate: float) -> int:
@@ -211,7 +221,9 @@ class Engine:
         key = packet_key if forward_is_first else self._reverse_key(packet_key)
 
         dual = self.flows.get(key)
-        if dual is None:
+        if dual is None or (dual.closed and info.pid_valid and info.event_type < CLOSING):
+            if dual is not None:
+                del self.flows[key]  # a new connection reuses the tuple of a closed one
             dual = self._create_flow(key, info, now, events)
             if dual is None:
                 return events
@@ -242,8 +254,10 @@ class Engine:
         if reverse.outstanding and info.reply_pid_valid and reverse.conn_state != EMPTY:
             self._match_packet(reverse, packet_key, info, now, is_ingress, events)
         # close_flows
-        if info.event_type >= FlowEventType.CLOSING:
-            self._close_flows(key, forward, reverse, info, now, events)
+        if info.event_type >= CLOSING:
+            self._close_flows(key, dual, forward, reverse, info, now, events)
+        elif dual.closed and dual.drained:
+            del self.flows[key]
         return events
 
     def _tracked(self, info: PacketInfo) -> bool:
@@ -383,6 +397,7 @@ class Engine:
     def _close_flows(
         self,
         key: FlowKey,
+        dual: DualFlow,
         forward: FlowState,
         reverse: FlowState,
         info: PacketInfo,
@@ -412,8 +427,11 @@ class Engine:
                     )
                 )
             reverse.conn_state = CLOSED
-        if not forward.active and not reverse.active and self.flows.pop(key, None) is not None:
+        if not dual.closed and not forward.active and not reverse.active:
+            dual.closed = True
             self.counters.flows_closed += 1
+        if dual.closed and dual.drained:
+            del self.flows[key]
 
     def _warn_full(self, table: Table, info: PacketInfo, now: int, events: list[Event]) -> None:
         last = self._last_warning[table]
@@ -446,7 +464,8 @@ class Engine:
             state = self._direction_state(ts_key[:6])
             srtt = state.srtt if state is not None else 0
             age = now - sent
-            if (srtt and age > srtt * TIMESTAMP_RTT_LIFETIME) or age > TIMESTAMP_LIFETIME_NS:
+            rtt_bound = max(srtt * TIMESTAMP_RTT_LIFETIME, TIMESTAMP_MIN_LIFETIME_NS)
+            if (srtt and age > rtt_bound) or age > TIMESTAMP_LIFETIME_NS:
                 stale.append(ts_key)
                 if state is not None and sent >= state.started:
                     state.outstanding -= 1
