@@ -6,8 +6,10 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import tracegen
 from pping.config import Config
 from pping.engine import Engine
 from pping.errors import CaptureError
@@ -60,3 +62,44 @@ def assert_same(raw: bytes, config: Config) -> None:
 def test_real_captures(path: Path, rate_limit_ms: int) -> None:
     raw = path.read_bytes()
     assert_same(raw, Config(rate_limit_ns=rate_limit_ms * 1_000_000, track_icmp=True))
+
+
+SYNTHETIC = [
+    ("bulk", {"flows": 3, "packets": 30_000}),
+    ("bulk", {"packets": 20_000, "ip_version": 6, "encap": "qinq"}),
+    ("bulk", {"packets": 20_000, "encap": "vlan", "bidirectional": True}),
+    ("bulk", {"packets": 20_000, "link": "sll", "resolution": "us"}),
+    ("bulk", {"packets": 20_000, "link": "raw", "ip_version": 6, "snaplen": 80}),
+    ("many_flows", {"flows": 300, "packets": 30_000}),
+    ("reordering", {}),
+    ("loss", {}),
+    ("wraparound", {}),
+    ("fin_reuse", {}),
+    ("handshake_rst", {}),
+    ("app_limited", {}),
+    ("malformed", {}),
+    ("icmp_echo", {}),
+]
+
+
+@pytest.mark.parametrize(("scenario", "kwargs"), SYNTHETIC, ids=lambda v: str(v))
+@pytest.mark.parametrize("rate_limit_ms", [0, 100])
+def test_synthetic_captures(scenario: str, kwargs: dict, rate_limit_ms: int) -> None:
+    raw, _ = tracegen.SCENARIOS[scenario](seed=4, **kwargs)
+    config = Config(
+        rate_limit_ns=rate_limit_ms * 1_000_000, track_icmp=True, include_syn=True,
+        cleanup_interval_ns=100_000_000,
+    )  # fmt: skip
+    assert_same(raw, config)
+
+
+def test_repeats_are_actually_skipped() -> None:
+    """The fast path must do its job on bulk traffic, not just be correct."""
+    from pping.fastpath import decode, plan_batch
+
+    raw, _ = tracegen.bulk(seed=1, flows=2, packets=20_000)
+    reader = CaptureReader(io.BytesIO(raw))
+    batch = next(reader.iter_batches())
+    dec = decode(batch.linktype, batch.buffer, batch.offsets, batch.caplens)
+    plan = plan_batch(dec, np.zeros(len(batch), dtype=np.int64))
+    assert plan.repeats > 0.8 * len(batch)
