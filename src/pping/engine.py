@@ -187,19 +187,29 @@ class Engine:
         self.counters.packets += 1
         self.counters.skip(reason)
 
-    def absorb_repeats(self, direction: FlowKey, packets: int, payload_bytes: int) -> None:
+    def flow_key(self, direction: FlowKey) -> tuple[FlowKey, bool]:
+        """The flow-table key of a direction, and whether the direction is its first."""
+        link, proto, saddr, sport, daddr, dport = direction
+        if (saddr, sport) <= (daddr, dport):
+            return direction, True
+        return (link, proto, daddr, dport, saddr, sport), False
+
+    def absorb_repeats(self, key: FlowKey, first: bool, packets: int, payload_bytes: int) -> None:
         """Account packets known to change nothing but counters (see fastpath.py).
 
-        They were sent in `direction`; each counts as sent there and as received by the
-        reverse direction, exactly as `process` would count it.
+        They were sent in one direction of flow `key` (its first direction if `first`);
+        each counts as sent there and as received by the reverse direction, exactly as
+        `process` would count it.
         """
         self.counters.packets += packets
-        forward = self._direction_state(direction)
-        if forward is not None and forward.active:
+        dual = self.flows.get(key)
+        if dual is None:
+            return
+        forward, reverse = (dual.first, dual.second) if first else (dual.second, dual.first)
+        if EMPTY < forward.conn_state < CLOSED:
             forward.sent_pkts += packets
             forward.sent_bytes += payload_bytes
-        reverse = self._direction_state(self._reverse_key(direction))
-        if reverse is not None and reverse.active:
+        if EMPTY < reverse.conn_state < CLOSED:
             reverse.rec_pkts += packets
             reverse.rec_bytes += payload_bytes
 

@@ -271,7 +271,7 @@ def _add_pending(
     code: I64,
     where: I64,
     member: I64,
-    rows: I64,
+    name_row: I64,
     payload: I64,
 ) -> None:
     """Sum the repeats by `code` (one flow direction at one place) into `book[where]`
@@ -284,7 +284,7 @@ def _add_pending(
     sums = np.bincount(inverse, weights=payload[member], minlength=len(uniq)).astype(np.int64)
     for at, rep, c, b in zip(
         where[first].tolist(),
-        rows[member[first]].tolist(),
+        name_row[member[first]].tolist(),
         counts.tolist(),
         sums.tolist(),
         strict=True,
@@ -388,17 +388,23 @@ def plan_batch(dec: Decoded, segment: I64) -> Plan:
     pending_at_end: dict[int, list[tuple[int, int, int]]] = {}
     rep_pos = np.flatnonzero(r_sorted)
     if len(rep_pos):
+        # Each direction is named by its first packet in the batch, so that the names
+        # repeat and what is derived from them can be cached.
+        direction = flow * 2 + reverse_side
+        first_row = np.full(int(direction.max()) + 1, n, dtype=np.int64)
+        np.minimum.at(first_row, direction, rows)
+        name_row = first_row[direction]
         member = by_flow[rep_pos]
         side = reverse_side[member]
         to_row = same_run[rep_pos]
         # Before a packet of the flow: that packet names the flow.
         target = rows[by_flow[nxt[rep_pos[to_row]]]]
-        _add_pending(pending, target * 2 + side[to_row], target, member[to_row], rows, payload)
+        _add_pending(pending, target * 2 + side[to_row], target, member[to_row], name_row, payload)
         # At the end of a segment: one entry per flow and direction.
         at_end = ~to_row
         segs = s_sorted[rep_pos[at_end]]
         code = (segs * (int(flow.max()) + 1) + f_sorted[rep_pos[at_end]]) * 2 + side[at_end]
-        _add_pending(pending_at_end, code, segs, member[at_end], rows, payload)
+        _add_pending(pending_at_end, code, segs, member[at_end], name_row, payload)
     engine_rows = np.ones(n, dtype=bool)
     engine_rows[rows[repeat]] = False
     return Plan(np.flatnonzero(engine_rows), segment, int(repeat.sum()), pending, pending_at_end)
@@ -491,6 +497,7 @@ class FastReplay:
         self.engine = engine
         self.merge_interfaces = merge_interfaces
         self.clock = CleanupClock(engine.config.cleanup_interval_ns)
+        self._keys: dict[int, tuple[FlowKey, bool]] = {}
 
     def supported(self, linktype: int) -> bool:
         return linktype in LINK_HEADER and self.engine.config.track_tcp
@@ -524,8 +531,13 @@ class FastReplay:
                                  times, set(points))  # fmt: skip
 
     def _flush(self, entries: list[tuple[int, int, int]], dec: Decoded, link: int) -> None:
+        keys = self._keys
         for rep, count, total in entries:
-            self.engine.absorb_repeats(dec.direction_key(rep, link), count, total)
+            where = keys.get(rep)
+            if where is None:
+                where = self.engine.flow_key(dec.direction_key(rep, link))
+                keys[rep] = where
+            self.engine.absorb_repeats(where[0], where[1], count, total)
 
     def _execute(
         self,
@@ -556,6 +568,7 @@ class FastReplay:
             strict=True,
         )
         infos = _TcpInfos(dec, rows, wire_lens)
+        self._keys = {}  # per batch: naming rows -> (flow key, first direction?)
         for row, seg, cls, now, start, caplen, wire_len in columns:
             if row in points:
                 entries = at_end.pop(seg - 1, None)
