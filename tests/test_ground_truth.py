@@ -7,8 +7,8 @@ RTT to what the capture proves.
 from __future__ import annotations
 
 import io
-import itertools
 import ipaddress
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
