@@ -197,12 +197,11 @@ def test_min_and_smoothed_rtt() -> None:
     assert [e.min_rtt for e in events] == [30 * MS, 10 * MS, 10 * MS]
     state = engine.flows[next(iter(engine.flows))]
     forward = state.first  # A sorts below B
-    expected = 0
-    for ms in samples:
-        expected = smoothed_rtt(expected, ms * MS)
-    assert forward.srtt == expected == 30 * MS - (30 * MS >> 3) + (10 * MS >> 3) - (
-        (30 * MS - (30 * MS >> 3) + (10 * MS >> 3)) >> 3
-    ) + (20 * MS >> 3)
+    first = 30 * MS  # the first sample is taken as it is
+    second = first - (first >> 3) + (10 * MS >> 3)  # then 7/8 old + 1/8 new, in integers
+    third = second - (second >> 3) + (20 * MS >> 3)
+    assert forward.srtt == third
+    assert smoothed_rtt(smoothed_rtt(smoothed_rtt(0, 30 * MS), 10 * MS), 20 * MS) == third
 
 
 def test_fin_closes_one_direction_and_its_ack_still_matches() -> None:
