@@ -185,7 +185,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run_capture(
-    args: argparse.Namespace, sink: Sink, reopen_flag: list[bool], out: ReopenableFile
+    args: argparse.Namespace,
+    sink: Sink,
+    reopen_flag: list[bool],
+    out: ReopenableFile,
+    err: TextIO | None = None,
 ) -> None:
     config = config_from_args(args)
     engine = Engine(config)
@@ -198,7 +202,7 @@ def run_capture(
             for event in fast_replay(engine, reader, args.merge_interfaces):
                 if reopen_flag[0]:
                     reopen_flag[0] = False
-                    _reopen(out)
+                    _reopen(out, err if err is not None else sys.stderr)
                 sink.write(event)
     finally:
         # The events gathered so far and the counters are never lost, even on a
@@ -209,12 +213,12 @@ def run_capture(
         out.close()
 
 
-def _reopen(out: ReopenableFile) -> None:
+def _reopen(out: ReopenableFile, err: TextIO) -> None:
     """SIGHUP: start a new output file; on failure keep writing to the old one."""
     try:
         out.reopen()
     except OutputError as error:
-        print(f"pping: warning: {error}; still writing to the old file", file=sys.stderr)
+        print(f"pping: warning: {error}; still writing to the old file", file=err)
 
 
 def main(
@@ -230,9 +234,14 @@ def main(
         def on_hangup(signum: int, frame: FrameType | None) -> None:
             reopen_flag[0] = True
 
-        if args.write is not None:
-            signal.signal(signal.SIGHUP, on_hangup)
-        run_capture(args, sink, reopen_flag, out)
+        # Always caught: with -w it reopens the file, on standard output it is ignored
+        # (out.reopen() does nothing), as documented; uncaught it would kill pping.
+        previous = signal.signal(signal.SIGHUP, on_hangup)
+        try:
+            run_capture(args, sink, reopen_flag, out, err)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGHUP, previous)
     except PpingError as error:
         print(f"pping: {error}", file=err)
         return error.exit_code
@@ -242,6 +251,11 @@ def main(
         # The reader of our output went away (e.g. `pping ... | head`): not an error.
         sys.stderr = None
         return 0
+    except OSError as error:
+        # Writing the output failed (disk full, I/O error): the reader converts its own
+        # OSErrors to CaptureError, so this one is the output's. One line, exit code 4.
+        print(f"pping: cannot write output: {error.strerror or error}", file=err)
+        return OutputError.exit_code
     return 0
 
 

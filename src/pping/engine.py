@@ -223,7 +223,9 @@ class Engine:
         nothing and documents the rest.
         """
         self.counters.packets += 1
-        if not self._tracked(info):
+        # The common case (tracked TCP, no SYN) needs none of _tracked's checks.
+        unusual = info.proto != IPPROTO_TCP or info.tcp_flags & TCP_SYN or not self.config.track_tcp
+        if unusual and not self._tracked(info):
             return []
         events: list[Event] = []
         packet_key: FlowKey = (link, info.proto, info.saddr, info.sport, info.daddr, info.dport)

@@ -443,51 +443,52 @@ def _tcp_meaning(flags: int) -> tuple[FlowEventType, EventReason, bool]:
 TCP_MEANING = [_tcp_meaning(flags) for flags in range(256)]
 
 
-class _TcpInfos:
-    """PacketInfo of the TCP_USUAL engine rows, built from the decoded columns (the same
-    values packet.parse_packet gives; the parity tests hold both to it)."""
+def _tcp_infos(dec: Decoded, rows: I64, wire_lens: I64) -> list[PacketInfo | None]:
+    """PacketInfo of each TCP_USUAL row among `rows` (None for the others), built from
+    the decoded columns: the values packet.parse_packet gives, which the parity tests
+    hold both to."""
+    addresses: dict[tuple[int, int], bytes] = {}
 
-    def __init__(self, dec: Decoded, rows: I64, wire_lens: I64) -> None:
-        self.index = {row: i for i, row in enumerate(rows.tolist())}
-        self.columns = [
-            column[rows].tolist()
-            for column in (
-                dec.src_hi, dec.src_lo, dec.sport, dec.dst_hi, dec.dst_lo, dec.dport,
-                dec.tsval, dec.tsecr, dec.flags, dec.payload, wire_lens,
-            )
-        ]  # fmt: skip
-        self.addresses: dict[tuple[int, int], bytes] = {}
+    def address(hi: int, lo: int) -> bytes:
+        found = addresses.get((hi, lo))
+        if found is None:
+            found = addresses[(hi, lo)] = hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
+        return found
 
-    def _address(self, hi: int, lo: int) -> bytes:
-        address = self.addresses.get((hi, lo))
-        if address is None:
-            address = hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
-            self.addresses[(hi, lo)] = address
-        return address
-
-    def get(self, row: int) -> PacketInfo:
-        i = self.index[row]
-        c = self.columns
-        flags = c[8][i]
-        payload = c[9][i]
+    infos: list[PacketInfo | None] = []
+    append = infos.append
+    for cls, shi, slo, sport, dhi, dlo, dport, tsval, tsecr, flags, payload, wire in zip(
+        dec.cls[rows].tolist(),
+        dec.src_hi[rows].tolist(), dec.src_lo[rows].tolist(), dec.sport[rows].tolist(),
+        dec.dst_hi[rows].tolist(), dec.dst_lo[rows].tolist(), dec.dport[rows].tolist(),
+        dec.tsval[rows].tolist(), dec.tsecr[rows].tolist(), dec.flags[rows].tolist(),
+        dec.payload[rows].tolist(), wire_lens[rows].tolist(),
+        strict=True,
+    ):  # fmt: skip
+        if cls != TCP_USUAL:
+            append(None)
+            continue
         event, reason, wait = TCP_MEANING[flags]
-        return PacketInfo(
-            IPPROTO_TCP,
-            self._address(c[0][i], c[1][i]),
-            c[2][i],
-            self._address(c[3][i], c[4][i]),
-            c[5][i],
-            c[6][i],
-            payload > 0 or bool(flags & (TCP_SYN | TCP_FIN)),
-            c[7][i],
-            bool(flags & TCP_ACK),
-            event,
-            reason,
-            wait,
-            flags,
-            payload,
-            c[10][i],
+        append(
+            PacketInfo(
+                IPPROTO_TCP,
+                address(shi, slo),
+                sport,
+                address(dhi, dlo),
+                dport,
+                tsval,
+                payload > 0 or bool(flags & (TCP_SYN | TCP_FIN)),
+                tsecr,
+                bool(flags & TCP_ACK),
+                event,
+                reason,
+                wait,
+                flags,
+                payload,
+                wire,
+            )
         )
+    return infos
 
 
 class FastReplay:
@@ -565,11 +566,11 @@ class FastReplay:
             offsets[rows].tolist(),
             caplens[rows].tolist(),
             wire_lens[rows].tolist(),
+            _tcp_infos(dec, rows, wire_lens),
             strict=True,
         )
-        infos = _TcpInfos(dec, rows, wire_lens)
         self._keys = {}  # per batch: naming rows -> (flow key, first direction?)
-        for row, seg, cls, now, start, caplen, wire_len in columns:
+        for row, seg, cls, now, start, caplen, wire_len, info in columns:
             if row in points:
                 entries = at_end.pop(seg - 1, None)
                 if entries:
@@ -583,14 +584,13 @@ class FastReplay:
                 entries = pending.pop(row, None)
                 if entries:
                     self._flush(entries, dec, link)
-            if cls == TCP_USUAL:
-                info: PacketInfo | str = infos.get(row)
-            else:
-                info = parse_packet(linktype, buf[start : start + caplen], wire_len)
-                if isinstance(info, str):
-                    engine.count_skipped(info)
+            if info is None:
+                parsed = parse_packet(linktype, buf[start : start + caplen], wire_len)
+                if isinstance(parsed, str):
+                    engine.count_skipped(parsed)
                     continue
-            events = process(info, now, link)  # type: ignore[arg-type]
+                info = parsed
+            events = process(info, now, link)
             if events:
                 yield from events
         for entries in at_end.values():
