@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -221,6 +222,15 @@ def _reopen(out: ReopenableFile, err: TextIO) -> None:
         print(f"pping: warning: {error}; still writing to the old file", file=err)
 
 
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (tests pass a StringIO): nothing to flush later
+
+
 def main(
     argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
@@ -249,7 +259,9 @@ def main(
         return 130
     except BrokenPipeError:
         # The reader of our output went away (e.g. `pping ... | head`): not an error.
-        sys.stderr = None
+        # Point standard output at /dev/null so that the interpreter's final flush
+        # does not fail again on the broken pipe.
+        _silence_stdout()
         return 0
     except OSError as error:
         # Writing the output failed (disk full, I/O error): the reader converts its own
