@@ -28,7 +28,7 @@ engine, whose own parser decides.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -306,7 +306,38 @@ class Plan:
     pending_at_end: dict[int, list[tuple[int, int, int]]]
 
 
-def plan_batch(dec: Decoded, segment: I64) -> Plan:
+Outstanding = Callable[[I64, I64], BOOL]
+"""(rows, identifiers) -> may the engine hold an entry for (reverse direction of the
+row's packet, identifier)? Used to prove that a packet echoing a new identifier
+cannot match."""
+
+
+def _always(rows: I64, identifiers: I64) -> BOOL:
+    return np.ones(len(rows), dtype=bool)
+
+
+def _created_before(
+    flow: I64, tsval: I64, tsecr: I64, rows: I64, creators: BOOL, queries: I64
+) -> BOOL:
+    """For each query i: did a creator k of the same flow, k < i, carry TSval == i's TSecr?"""
+    ks = np.flatnonzero(creators)
+    if len(ks) == 0:
+        return np.zeros(len(queries), dtype=bool)
+    k_key = (flow[ks] << 32) | tsval[ks]
+    first_row: dict[int, int] = {}
+    for key, row in zip(k_key.tolist(), rows[ks].tolist(), strict=True):
+        if key not in first_row or row < first_row[key]:
+            first_row[key] = row
+    q_key = ((flow[queries] << 32) | tsecr[queries]).tolist()
+    q_row = rows[queries].tolist()
+    return np.fromiter(
+        (first_row.get(key, q) < q for key, q in zip(q_key, q_row, strict=True)),
+        dtype=bool,
+        count=len(queries),
+    )
+
+
+def plan_batch(dec: Decoded, segment: I64, outstanding: Outstanding | None = None) -> Plan:
     """Find the repeats of a batch (see the module docstring)."""
     n = len(dec.cls)
     rows = np.flatnonzero(dec.cls >= TCP_UNUSUAL)
@@ -366,16 +397,27 @@ def plan_batch(dec: Decoded, segment: I64) -> Plan:
     has_prev[by_group] = same_group_as_prev
     repeat = (
         has_prev & (dec.cls[rows] == TCP_USUAL) & ~disruptive & ~possibly_new
-        & (tsecr == tsecr[prev]) & (ack == ack[prev])
+        & (ack == ack[prev])
     )  # fmt: skip
     # ... with nothing disruptive of the same flow in between,
     d_count = np.empty(m, dtype=np.int64)
     d_count[by_flow] = np.cumsum(disruptive[by_flow])
     repeat &= d_count == d_count[prev]
-    # ... and no possibly new packet in between that carries the TSval i echoes.
-    repeat &= ~_echo_created_between(
-        flow, tsval, tsecr, rows, possibly_new & ~starter, prev, repeat
+    # ... echoing what the previous packet echoed, with no possibly new packet in
+    # between that carries it,
+    same_echo = tsecr == tsecr[prev]
+    creators = possibly_new & ~starter
+    repeat &= ~same_echo | ~_echo_created_between(
+        flow, tsval, tsecr, rows, creators, prev, repeat & same_echo
     )
+    # ... or echoing something new that no entry can hold: neither one of the engine's
+    # entries nor one a possibly new packet of this batch (before it) may have created.
+    changed = np.flatnonzero(repeat & ~same_echo)
+    if len(changed):
+        might = _created_before(flow, tsval, tsecr, rows, possibly_new, changed)
+        unknown = changed[~might]
+        might[~might] = (outstanding or _always)(rows[unknown], tsecr[unknown])
+        repeat[changed[might]] = False
 
     # Where the counters of each repeat are added: before the next non-repeat packet of
     # its flow in the same segment, else at the end of the segment.
@@ -527,9 +569,22 @@ class FastReplay:
         boundary[points] += 1
         boundary[np.flatnonzero(dec.cls == UNKNOWN) + 1] += 1
         segment = np.cumsum(boundary[:n])
-        plan = plan_batch(dec, segment)
+        plan = plan_batch(dec, segment, lambda rows, ids: self._outstanding(dec, link, rows, ids))
         yield from self._execute(plan, dec, linktype, link, buf, offsets, caplens, wire_lens,
                                  times, set(points))  # fmt: skip
+
+    def _outstanding(self, dec: Decoded, link: int, rows: I64, identifiers: I64) -> BOOL:
+        """Does the engine hold (reverse direction of each row's packet, identifier)?"""
+        timestamps = self.engine.timestamps
+        if not timestamps:
+            return np.zeros(len(rows), dtype=bool)
+        found = np.empty(len(rows), dtype=bool)
+        for i, (row, identifier) in enumerate(
+            zip(rows.tolist(), identifiers.tolist(), strict=True)
+        ):
+            _, proto, saddr, sport, daddr, dport = dec.direction_key(row, link)
+            found[i] = (link, proto, daddr, dport, saddr, sport, identifier) in timestamps
+        return found
 
     def _flush(self, entries: list[tuple[int, int, int]], dec: Decoded, link: int) -> None:
         keys = self._keys

@@ -38,6 +38,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import itertools
 import json
 import math
@@ -54,7 +55,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,6 +303,7 @@ class RelayStats:
     user_timestamps: int  # frames timed at user-space receive (fallback)
     directions: dict[str, DirectionStats]
     lateness: LatenessStats  # both directions together
+    receive_latency: LatenessStats  # kernel receive stamp to the relay reading the frame
 
     @property
     def frames(self) -> int:
@@ -328,6 +330,7 @@ class RelayStats:
             user_timestamps=d["user_timestamps"],
             directions=dirs,
             lateness=LatenessStats.from_dict(d["lateness"]),
+            receive_latency=LatenessStats.from_dict(d["receive_latency"]),
         )
 
 
@@ -466,7 +469,12 @@ def _realtime_minus_monotonic() -> int:
 
 
 def _relay_main(
-    if_a: str, if_b: str, delay_ab_ns: int, delay_ba_ns: int, mtu: int, realtime: bool
+    if_a: str,
+    if_b: str,
+    delay_ab_ns: int,
+    delay_ba_ns: int,
+    mtu: int,
+    realtime: bool,
 ) -> int:
     """The relay process: forwards frames both ways between two interfaces, delayed.
 
@@ -501,6 +509,7 @@ def _relay_main(
     offset = _realtime_minus_monotonic()
     next_offset = mono() + 1_000_000_000
     counts = {"kernel": 0, "user": 0}
+    rx_lat = _Lateness()
     started = mono()
     ctl_buf = b""
 
@@ -514,6 +523,7 @@ def _relay_main(
                 "user_timestamps": counts["user"],
                 "directions": {d.label: d.report() for d in dirs},
                 "lateness": lat.report(),
+                "receive_latency": rx_lat.report(),
             }
         )
 
@@ -558,6 +568,7 @@ def _relay_main(
                         for d in dirs:
                             d.reset()
                         counts["kernel"] = counts["user"] = 0
+                        rx_lat = _Lateness()
                         started = mono()
                         out.write("ok\n")
                     elif cmd == "stop":
@@ -591,6 +602,7 @@ def _relay_main(
                 # A kernel stamp must be recent and not in the future; else time it now.
                 if t_user - 1_000_000_000 < t_rx <= t_user + 100_000:
                     counts["kernel"] += 1
+                    rx_lat.add(t_user - t_rx)
                 else:
                     t_rx = t_user
                     counts["user"] += 1
@@ -606,13 +618,17 @@ class _RelayProcess:
     """Parent-side handle of the relay process (started with ``ip netns exec``)."""
 
     def __init__(
-        self, netns: str, if_a: str, if_b: str, delays_ms: tuple[float, float], mtu: int, rt: bool
+        self,
+        netns: str,
+        if_a: str,
+        if_b: str,
+        delays_ms: tuple[float, float],
+        mtu: int,
+        rt: bool,
     ) -> None:
         pkg_root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (pkg_root, env.get("PYTHONPATH", "")) if p
-        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
         argv = [
             "ip", "netns", "exec", netns,
             sys.executable, "-m", "pping.testbed", "relay",
@@ -656,7 +672,8 @@ class _RelayProcess:
     def command(self, cmd: str) -> str:
         with self._lock:
             if self.proc.poll() is not None:
-                raise TestbedError(f"delay relay exited with {self.proc.returncode}")
+                err = self.proc.stderr.read().strip() if self.proc.stderr else ""
+                raise TestbedError(f"delay relay exited with {self.proc.returncode}: {err}")
             assert self.proc.stdin is not None
             self.proc.stdin.write(cmd + "\n")
             self.proc.stdin.flush()
@@ -726,8 +743,11 @@ class Testbed:
     ``delay_ms`` is the relay's one-way delay, one number for both directions or a pair
     (client->server, server->client). ``relay=False`` joins client and server directly.
     ``offloads=False`` (the default) switches GRO/GSO/TSO/checksum offload off on every
-    veth end, so frames on the wire are real MTU-sized frames with real checksums (the
-    relay needs that). ``realtime`` runs the relay under SCHED_FIFO for less jitter.
+    veth end and sets gso_max_segs 1 on client and server, so packets are MTU-sized with
+    real checksums everywhere, tc hooks included (the relay needs that). ``realtime``
+    runs the relay under SCHED_FIFO for less jitter. (It sleeps until each deadline; spinning
+    instead was tried and dropped: with SCHED_FIFO it runs into RT throttling, without it
+    CFS preempts it, and either way p99 lateness grew to milliseconds under load.)
     """
 
     __test__ = False  # not a pytest test class
@@ -830,10 +850,16 @@ class Testbed:
                 "mtu", str(self.mtu), "netns", s.netns, netns=c.netns)  # fmt: skip
             ends = [(c.netns, c.ifname), (s.netns, s.ifname)]
         for ns, ifname in ends:
-            state = run_in_netns(ns, lambda i=ifname: set_offloads(i, self.offloads), 10)
+            state = run_in_netns(ns, functools.partial(set_offloads, ifname, self.offloads), 10)
             self.offload_state[f"{ns}/{ifname}"] = state
             if not self.offloads and any(state.values()):
                 raise TestbedError(f"could not switch offloads off on {ns}/{ifname}: {state}")
+        if not self.offloads:
+            # TCP always builds GSO skbs and only segments them below the tc egress hook;
+            # one segment per skb makes even that hook see wire-sized packets.
+            for me in (c, s):
+                assert me.ifname
+                _ip("link", "set", me.ifname, "gso_max_segs", "1", netns=me.netns)
         for node in self.nodes:
             _ip("link", "set", "lo", "up", netns=node.netns)
         for ns, ifname in ends:
@@ -849,7 +875,11 @@ class Testbed:
                         "nud", "permanent", netns=me.netns)  # fmt: skip
         if self.relay is not None:
             self._relay_proc = _RelayProcess(
-                self.relay.netns, *self.relay_ifnames, self.delays_ms, self.mtu, self.realtime
+                self.relay.netns,
+                *self.relay_ifnames,
+                self.delays_ms,
+                self.mtu,
+                self.realtime,
             )
 
     def close(self) -> None:
@@ -862,7 +892,10 @@ class Testbed:
             if self._relay_proc is not None:
                 self._relay_proc.stop()
         finally:
-            for ns in reversed(self._created):
+            names = set(self._created)
+            if NETNS_DIR.is_dir():  # also any that an interrupt kept from being recorded
+                names.update(e.name for e in NETNS_DIR.iterdir() if e.name in self.namespaces)
+            for ns in sorted(names):
                 _ip("netns", "del", ns, check=False)
             self._created.clear()
 
@@ -1189,9 +1222,7 @@ def ping(
         "-c", str(count), "-i", f"{interval:g}", "-s", str(size), "-W", f"{timeout:g}",
         testbed.server.addr(ipv6),
     ]  # fmt: skip
-    proc = testbed.run(
-        testbed.client, argv, check=False, timeout=count * interval + timeout + 30
-    )
+    proc = testbed.run(testbed.client, argv, check=False, timeout=count * interval + timeout + 30)
     m = _PING_SUMMARY.search(proc.stdout)
     if m is None:
         raise TestbedError(f"ping failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -1232,7 +1263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "relay":
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us via stdin
         return _relay_main(
-            args.if_a, args.if_b, args.delay_ab_ns, args.delay_ba_ns, args.mtu, args.realtime
+            args.if_a,
+            args.if_b,
+            args.delay_ab_ns,
+            args.delay_ba_ns,
+            args.mtu,
+            args.realtime,
         )
     reason = unavailable_reason()
     if reason:
@@ -1246,10 +1282,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     with Testbed(0.0 if args.direct else args.delay_ms, relay=not args.direct) as tb:
         _hold(tb)
     return 0
-
-
-def _iter_lines(text: str) -> Iterator[str]:  # pragma: no cover - kept tiny on purpose
-    yield from text.splitlines()
 
 
 if __name__ == "__main__":

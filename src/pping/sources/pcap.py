@@ -78,7 +78,7 @@ from ..errors import CaptureError
 
 I64 = npt.NDArray[np.int64]
 
-CHUNK_SIZE = 1 << 22  # bytes asked for per read; batches are at most one chunk
+CHUNK_SIZE = 1 << 23  # bytes asked for per read; batches are at most one chunk
 PIPE_SIZE = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
 DEFAULT_MAX_CAPLEN = 262144
 HARD_MAX_CAPLEN = 128 << 20
@@ -363,7 +363,7 @@ class CaptureReader:
     def __iter__(self) -> Iterator[CaptureRecord]:
         return chain.from_iterable(map(self._expand, self._runs()))
 
-    def iter_batches(self, max_records: int = 65536) -> Iterator[RecordBatch]:
+    def iter_batches(self, max_records: int = 131072) -> Iterator[RecordBatch]:
         """Yield the records as batches of at most ``max_records`` records of one
         interface (consecutive records of the file, in file order)."""
         if max_records < 1:
