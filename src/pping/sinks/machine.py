@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..events import Counters, Event, Flow, FlowEvent, FlowEventType, MapFullEvent, RttEvent
+from ..events import Event, Flow, FlowEvent, FlowEventType, MapFullEvent, RttEvent
 from .output import TextStream
-from .standard import FLOW_CACHE_LIMIT, NS_PER_S, ClockText, counters_text, map_full_warning
+from .standard import FLOW_CACHE_LIMIT, NS_PER_S, TextSink
 
 NS_PER_US = 1_000
 
@@ -33,11 +33,9 @@ _LINE = "%d.%06d %.6f %.6f %d %d %d %s\n"
 _CLOSING = (FlowEventType.CLOSING, FlowEventType.CLOSING_BOTH)
 
 
-class MachineSink:
+class MachineSink(TextSink):
     def __init__(self, out: TextStream, err: TextStream) -> None:
-        self._out = out
-        self._err = err
-        self._clock = ClockText()
+        super().__init__(out, err)
         # Per reply-direction flow: [flow text, sent_bytes and rec_bytes at its previous
         # RTT sample]. One dictionary, so one hash of the flow per event.
         self._state: dict[Flow, list[Any]] = {}
@@ -84,12 +82,4 @@ class MachineSink:
                 self._state.pop(event.flow, None)
                 self._state.pop(event.flow.reversed(), None)
         elif type(event) is MapFullEvent:
-            self._err.write(map_full_warning(self._clock, event))
-
-    def write_counters(self, counters: Counters, final: bool) -> None:
-        self._err.write(counters_text(counters, final))
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._out.flush()
+            self._warn(event)

@@ -10,30 +10,15 @@ warnings and the counters summary go to the error stream.
 
 from __future__ import annotations
 
-from ..events import Counters, Event, Flow, MapFullEvent, RttEvent
-from .output import TextStream
-from .standard import FLOW_CACHE_LIMIT, NS_PER_S, ClockText, counters_text, map_full_warning
+from ..events import Event, MapFullEvent, RttEvent
+from .standard import NS_PER_S, TextSink
 
 # Seconds with nine decimals, from integer nanoseconds: exact, never an exponent.
 # (%-formatting is measurably faster than f-strings with format specifications.)
 _LINE = "%d.%09d %d.%09d %d.%09d %s\n"
 
 
-class PpvizSink:
-    def __init__(self, out: TextStream, err: TextStream) -> None:
-        self._out = out
-        self._err = err
-        self._clock = ClockText()
-        self._flow_text: dict[Flow, str] = {}
-        self._closed = False
-
-    def _flow(self, flow: Flow) -> str:
-        text = str(flow)
-        if len(self._flow_text) >= FLOW_CACHE_LIMIT:
-            self._flow_text.clear()
-        self._flow_text[flow] = text
-        return text
-
+class PpvizSink(TextSink):
     def write(self, event: Event) -> None:
         if type(event) is RttEvent:
             flow = self._flow_text.get(event.flow) or self._flow(event.flow)
@@ -51,12 +36,4 @@ class PpvizSink:
                 )
             )
         elif type(event) is MapFullEvent:
-            self._err.write(map_full_warning(self._clock, event))
-
-    def write_counters(self, counters: Counters, final: bool) -> None:
-        self._err.write(counters_text(counters, final))
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._out.flush()
+            self._warn(event)

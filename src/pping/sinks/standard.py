@@ -113,8 +113,9 @@ def counters_text(counters: Counters, final: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-class StandardSink:
-    """One line per RTT or flow event on `out`; warnings and the summary on `err`."""
+class TextSink:
+    """What the line formats share: the streams, the clock text, a bounded cache of
+    flow texts, and the warnings and summary on the error stream."""
 
     def __init__(self, out: TextStream, err: TextStream) -> None:
         self._out = out
@@ -123,13 +124,35 @@ class StandardSink:
         self._flow_text: dict[Flow, str] = {}
         self._closed = False
 
+    def _flow_text_of(self, flow: Flow) -> str:
+        """The flow as the format prints it (cached: called for every event)."""
+        return str(flow)
+
     def _flow(self, flow: Flow) -> str:
-        text = f"{flow.protocol_name} {flow}"
+        text = self._flow_text_of(flow)
         cache = self._flow_text
         if len(cache) >= FLOW_CACHE_LIMIT:
             cache.clear()
         cache[flow] = text
         return text
+
+    def _warn(self, event: MapFullEvent) -> None:
+        self._err.write(map_full_warning(self._clock, event))
+
+    def write_counters(self, counters: Counters, final: bool) -> None:
+        self._err.write(counters_text(counters, final))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._out.flush()
+
+
+class StandardSink(TextSink):
+    """One line per RTT or flow event on `out`; warnings and the summary on `err`."""
+
+    def _flow_text_of(self, flow: Flow) -> str:
+        return f"{flow.protocol_name} {flow}"
 
     def write(self, event: Event) -> None:
         if type(event) is RttEvent:
@@ -149,12 +172,4 @@ class StandardSink:
                 f" due to {reason_name(event.reason)} from {source_name(event.source)}\n"
             )
         elif type(event) is MapFullEvent:
-            self._err.write(map_full_warning(self._clock, event))
-
-    def write_counters(self, counters: Counters, final: bool) -> None:
-        self._err.write(counters_text(counters, final))
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._out.flush()
+            self._warn(event)
