@@ -39,6 +39,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import functools
+import gc
 import itertools
 import json
 import math
@@ -482,6 +483,7 @@ def _relay_main(
     (zero the counters), ``stop`` or end of file (print the final report and exit).
     Prints ``ready`` once both sockets are bound.
     """
+    gc.disable()  # the loop makes no reference cycles; a collection would be a stall
     libc = _libc_handle()
     libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)  # wake as close to the deadline as possible
     is_rt = False
