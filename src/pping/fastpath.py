@@ -51,7 +51,6 @@ OTHER = 1  # valid IP, not TCP: touches no TCP flow
 TCP_UNUSUAL = 2  # TCP whose flow is known but whose timestamp is not at a usual place
 TCP_USUAL = 3  # TCP with the timestamp option decoded here
 
-ETH_VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 ETH_IPV4 = 0x0800
 ETH_IPV6 = 0x86DD
 IPV6_EXTENSIONS = (0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254)
@@ -87,32 +86,35 @@ class Decoded:
 class _Fields:
     """Big-endian fields at arbitrary byte positions of a buffer, gathered per column.
 
-    The views have a stride of one byte, so reading at any offset is one fancy-indexing
-    operation; positions past the end read zero padding. Gathers are the cost here
-    (random memory reads), so a 64-bit read serves several neighbouring fields.
+    One view of 64-bit words with a stride of one byte makes a read at any offset one
+    fancy-indexing operation. Gathers are the cost here (random memory reads), so each
+    read serves several neighbouring fields. Reads near the end of the buffer are
+    clamped: they can only concern bytes past a packet's captured length, which the
+    callers reject by that length anyway.
     """
 
-    PAD = 128
-
     def __init__(self, buf: bytes) -> None:
-        padded = buf + bytes(self.PAD)
-        self.limit = len(buf) + self.PAD - 8
-        size = len(padded)
-        self.le16 = np.ndarray(shape=(size - 1,), dtype="<u2", buffer=padded, strides=(1,))
-        self.le32 = np.ndarray(shape=(size - 3,), dtype="<u4", buffer=padded, strides=(1,))
-        self.le64 = np.ndarray(shape=(size - 7,), dtype="<u8", buffer=padded, strides=(1,))
-
-    def _at(self, pos: I64) -> I64:
-        return np.minimum(pos, self.limit)
-
-    def short(self, pos: I64) -> I64:
-        return self.le16[self._at(pos)].byteswap().astype(np.int64)
-
-    def word(self, pos: I64) -> I64:
-        return self.le32[self._at(pos)].byteswap().astype(np.int64)
+        self.limit = max(len(buf) - 8, 0)
+        data = buf if len(buf) >= 8 else buf + bytes(8 - len(buf))
+        self.le64 = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
 
     def quad(self, pos: I64) -> U64:
-        return self.le64[self._at(pos)].byteswap()
+        return self.le64[np.minimum(pos, self.limit)].byteswap()
+
+    def short(self, pos: I64) -> I64:
+        return (self.quad(pos) >> np.uint64(48)).astype(np.int64)
+
+    def word(self, pos: I64) -> I64:
+        return (self.quad(pos) >> np.uint64(32)).astype(np.int64)
+
+
+def _is_vlan(ethertype: I64) -> BOOL:
+    tagged: BOOL = (ethertype == 0x8100) | (ethertype == 0x88A8) | (ethertype == 0x9100)
+    return tagged
+
+
+def _ip_version(ethertype: I64) -> I64:
+    return np.where(ethertype == ETH_IPV4, 4, np.where(ethertype == ETH_IPV6, 6, 0))
 
 
 def _field(quad: U64, offset: int, size: int) -> I64:
@@ -125,16 +127,23 @@ def _l3_offsets(linktype: int, f: _Fields, base: I64) -> tuple[I64, I64]:
     """(offset of the IP header from the packet start, IP version, or 0: not IP / unsure)."""
     n = len(base)
     if linktype == 1:
-        pos = np.full(n, 12, dtype=np.int64)
-        for _ in range(2):
-            tagged = np.isin(f.short(base + pos), ETH_VLAN_TYPES)
-            pos = np.where(tagged, pos + 4, pos)
-        ethertype = f.short(base + pos)
-        version = np.where(ethertype == ETH_IPV4, 4, np.where(ethertype == ETH_IPV6, 6, 0))
-        return pos + 2, version
+        # One read covers the ethertype and, behind a first VLAN tag, the next one.
+        head = f.quad(base + 12)
+        outer = (head >> np.uint64(48)).astype(np.int64)
+        inner = ((head >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.int64)
+        one_tag = _is_vlan(outer)
+        two_tags = one_tag & _is_vlan(inner)
+        ethertype = np.where(one_tag, inner, outer)
+        pos = np.where(one_tag, 16, 12)
+        if two_tags.any():
+            at = np.flatnonzero(two_tags)
+            ethertype[at] = f.short(base[at] + 20)
+            pos[at] = 20
+        ethertype = np.where(_is_vlan(ethertype), 0, ethertype)  # a third tag: not ours
+        return pos + 2, _ip_version(ethertype)
     if linktype in (113, 276):
         ethertype = f.short(base + (14 if linktype == 113 else 0))
-        version = np.where(ethertype == ETH_IPV4, 4, np.where(ethertype == ETH_IPV6, 6, 0))
+        version = _ip_version(ethertype)
         return np.full(n, LINK_HEADER[linktype] or 0, dtype=np.int64), version
     start = LINK_HEADER[linktype] or 0
     l3 = np.full(n, start, dtype=np.int64)
@@ -191,6 +200,7 @@ def decode(linktype: int, buf: bytes, offsets: I64, caplens: I64) -> Decoded:
     nop_nop_ts = head == 0x0101080A
     ts_first = (head >> 16) == 0x080A
     ts_at = np.where(nop_nop_ts, 24, 22)  # from the start of the TCP header
+    timestamps = f.quad(th + ts_at)  # TSval, then TSecr
     usual = tcp & (nop_nop_ts | ts_first) & (ts_at + 8 <= doff) & (l4 + ts_at + 8 <= caplens)
     cls[usual] = TCP_USUAL
 
@@ -208,8 +218,8 @@ def decode(linktype: int, buf: bytes, offsets: I64, caplens: I64) -> Decoded:
         sport=_field(tcp0, 0, 2),
         dport=_field(tcp0, 2, 2),
         flags=_field(tcp8, 5, 1),
-        tsval=np.where(nop_nop_ts, _field(opt, 4, 4), _field(opt, 2, 4)),
-        tsecr=f.word(th + ts_at + 4),
+        tsval=_field(timestamps, 0, 4),
+        tsecr=_field(timestamps, 4, 4),
         payload=np.maximum(ip_payload - doff, 0),
     )
 
