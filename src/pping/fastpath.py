@@ -288,15 +288,22 @@ def _add_pending(
     entries of (a row naming the direction, packets, payload bytes)."""
     if len(code) == 0:
         return
-    uniq, first, inverse = np.unique(code, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    counts = np.bincount(inverse, minlength=len(uniq))
-    sums = np.bincount(inverse, weights=payload[member], minlength=len(uniq)).astype(np.int64)
+    # Codes are small non-negative integers: count by direct indexing, no sorting. Every
+    # repeat with one code has the same place and the same direction.
+    if int(code.max()) > 8 * len(code) + 4096:  # sparse (many segments): compact first
+        code = np.unique(code, return_inverse=True)[1].reshape(-1)
+    counts = np.bincount(code)
+    sums = np.bincount(code, weights=payload[member]).astype(np.int64)
+    place = np.zeros(len(counts), dtype=np.int64)
+    place[code] = where
+    name = np.zeros(len(counts), dtype=np.int64)
+    name[code] = name_row[member]
+    used = np.flatnonzero(counts)
     for at, rep, c, b in zip(
-        where[first].tolist(),
-        name_row[member[first]].tolist(),
-        counts.tolist(),
-        sums.tolist(),
+        place[used].tolist(),
+        name[used].tolist(),
+        counts[used].tolist(),
+        sums[used].tolist(),
         strict=True,
     ):
         book.setdefault(at, []).append((rep, c, b))
@@ -356,9 +363,19 @@ def plan_batch(dec: Decoded, segment: I64, outstanding: Outstanding | None = Non
         return Plan(np.arange(n, dtype=np.int64), segment, 0, {}, {})
     src, dst = _endpoint_ids(dec, rows)
     endpoints = int(max(src.max(), dst.max())) + 1
-    flow = _ranks(np.minimum(src, dst) * endpoints + np.maximum(src, dst))
-    reverse_side = (src > dst).astype(np.int64)
     seg = segment[rows]
+    # One stable sort gives both the flow ids and the flow order (by flow, segment,
+    # then capture order).
+    seg_base, seg_span = int(seg.min()), int(seg.max() - seg.min()) + 1
+    flow_key = (np.minimum(src, dst) * endpoints + np.maximum(src, dst)) * seg_span
+    flow_key += seg - seg_base
+    by_flow = np.argsort(flow_key, kind="stable")
+    ordered = flow_key[by_flow] // seg_span
+    new_flow = np.ones(m, dtype=bool)
+    new_flow[1:] = ordered[1:] != ordered[:-1]
+    flow = np.empty(m, dtype=np.int64)
+    flow[by_flow] = np.cumsum(new_flow) - 1
+    reverse_side = (src > dst).astype(np.int64)
     flags = dec.flags[rows]
     tsval = dec.tsval[rows]
     tsecr = dec.tsecr[rows]
@@ -367,9 +384,8 @@ def plan_batch(dec: Decoded, segment: I64, outstanding: Outstanding | None = Non
     ack = (flags & TCP_ACK) != 0
     eventful = ((flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0) | (dec.cls[rows] == TCP_UNUSUAL)
 
-    # Flow order: by flow, segment, then capture order. A run is a stretch of one flow
-    # within one segment up to (and including) an eventful packet.
-    by_flow = np.argsort(flow * (int(seg.max()) + 1) + seg, kind="stable")
+    # A run is a stretch of one flow within one segment up to (and including) an
+    # eventful packet.
     f_sorted, s_sorted, e_sorted = flow[by_flow], seg[by_flow], eventful[by_flow]
     run_start = np.ones(m, dtype=bool)
     run_start[1:] = (f_sorted[1:] != f_sorted[:-1]) | (s_sorted[1:] != s_sorted[:-1])
@@ -377,7 +393,9 @@ def plan_batch(dec: Decoded, segment: I64, outstanding: Outstanding | None = Non
     run = np.empty(m, dtype=np.int64)
     run[by_flow] = np.cumsum(run_start)
     group = run * 2 + reverse_side  # one direction within one run
-    by_group = np.argsort(group, kind="stable")
+    # Runs are numbered in flow order, so this order is almost sorted already: the
+    # stable sort only separates the two directions within each run.
+    by_group = by_flow[np.argsort(group[by_flow], kind="stable")]
     g_sorted = group[by_group]
     same_group_as_prev = np.zeros(m, dtype=bool)
     same_group_as_prev[1:] = g_sorted[1:] == g_sorted[:-1]
@@ -455,7 +473,8 @@ def plan_batch(dec: Decoded, segment: I64, outstanding: Outstanding | None = Non
         # At the end of a segment: one entry per flow and direction.
         at_end = ~to_row
         segs = s_sorted[rep_pos[at_end]]
-        code = (segs * (int(flow.max()) + 1) + f_sorted[rep_pos[at_end]]) * 2 + side[at_end]
+        code = ((segs - seg_base) * (int(flow.max()) + 1) + f_sorted[rep_pos[at_end]]) * 2
+        code += side[at_end]
         _add_pending(pending_at_end, code, segs, member[at_end], name_row, payload)
     engine_rows = np.ones(n, dtype=bool)
     engine_rows[rows[repeat]] = False
