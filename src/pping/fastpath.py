@@ -605,14 +605,15 @@ class FastReplay:
     def _outstanding(self, dec: Decoded, link: int, rows: I64, identifiers: I64) -> BOOL:
         """Does the engine hold (reverse direction of each row's packet, identifier)?"""
         timestamps = self.engine.timestamps
+        found = np.zeros(len(rows), dtype=bool)
         if not timestamps:
-            return np.zeros(len(rows), dtype=bool)
-        found = np.empty(len(rows), dtype=bool)
-        for i, (row, identifier) in enumerate(
-            zip(rows.tolist(), identifiers.tolist(), strict=True)
-        ):
-            _, proto, saddr, sport, daddr, dport = dec.direction_key(row, link)
-            found[i] = (link, proto, daddr, dport, saddr, sport, identifier) in timestamps
+            return found
+        # Most identifiers are held by no entry at all: rule those out in one step.
+        held = np.fromiter((key[6] for key in timestamps), dtype=np.int64, count=len(timestamps))
+        for i in np.flatnonzero(np.isin(identifiers, held)).tolist():
+            _, proto, saddr, sport, daddr, dport = dec.direction_key(int(rows[i]), link)
+            key = (link, proto, daddr, dport, saddr, sport, int(identifiers[i]))
+            found[i] = key in timestamps
         return found
 
     def _flush(self, entries: list[tuple[int, int, int]], dec: Decoded, link: int) -> None:
