@@ -223,50 +223,63 @@ class Engine:
         nothing and documents the rest.
         """
         self.counters.packets += 1
+        (proto, saddr, sport, daddr, dport, pid, pid_valid, _reply_pid, reply_pid_valid,
+         event_type, _reason, wait_first_edge, tcp_flags, payload, _len) = info  # fmt: skip
         # The common case (tracked TCP, no SYN) needs none of _tracked's checks.
-        unusual = info.proto != IPPROTO_TCP or info.tcp_flags & TCP_SYN or not self.config.track_tcp
-        if unusual and not self._tracked(info):
+        if (proto != IPPROTO_TCP or tcp_flags & TCP_SYN or not self.config.track_tcp) and (
+            not self._tracked(info)
+        ):
             return []
         events: list[Event] = []
-        packet_key: FlowKey = (link, info.proto, info.saddr, info.sport, info.daddr, info.dport)
-        forward_is_first = (info.saddr, info.sport) <= (info.daddr, info.dport)
-        key = packet_key if forward_is_first else self._reverse_key(packet_key)
+        packet_key: FlowKey = (link, proto, saddr, sport, daddr, dport)
+        forward_is_first = saddr < daddr or (saddr == daddr and sport <= dport)
+        key = packet_key if forward_is_first else (link, proto, daddr, dport, saddr, sport)
 
+        # lookup_or_create_flow
         dual = self.flows.get(key)
-        if dual is None or (dual.closed and info.pid_valid and info.event_type < CLOSING):
+        if dual is None or (dual.closed and pid_valid and event_type < CLOSING):
             if dual is not None:
                 del self.flows[key]  # a new connection reuses the tuple of a closed one
             dual = self._create_flow(key, info, now, events)
             if dual is None:
                 return events
-        forward, reverse = (
-            (dual.first, dual.second) if forward_is_first else (dual.second, dual.first)
-        )
+        if forward_is_first:
+            forward, reverse = dual.first, dual.second
+        else:
+            forward, reverse = dual.second, dual.first
         # update_forward
-        if forward.conn_state == EMPTY and info.pid_valid:
+        state = forward.conn_state
+        if state == EMPTY and pid_valid:
             forward.start(info, now)
-        if EMPTY < forward.conn_state < CLOSED:
+            state = WAITOPEN
+        if EMPTY < state < CLOSED:
             forward.sent_pkts += 1
-            forward.sent_bytes += info.payload
+            forward.sent_bytes += payload
             # timestamp_packet: only a valid identifier, and (once stamped, or when
-            # waiting for the first edge) only a newer one.
-            if info.pid_valid and (
-                not (forward.has_been_timestamped or info.wait_first_edge)
-                or is_newer_identifier(info.proto, info.pid, forward.last_id)
+            # waiting for the first edge) only a newer one (RFC 7323 serial arithmetic
+            # for TCP; any other value for ICMP).
+            if pid_valid and (
+                not (forward.has_been_timestamped or wait_first_edge)
+                or (
+                    0 < ((pid - forward.last_id) & U32) < HALF_U32
+                    if proto == IPPROTO_TCP
+                    else pid != forward.last_id
+                )
             ):
                 self._timestamp_packet(forward, packet_key, info, now, is_ingress, events)
         # update_reverse
-        if EMPTY < reverse.conn_state < CLOSED:
-            if reverse.conn_state == WAITOPEN and info.event_type != FlowEventType.CLOSING_BOTH:
+        state = reverse.conn_state
+        if EMPTY < state < CLOSED:
+            if state == WAITOPEN and event_type != FlowEventType.CLOSING_BOTH:
                 self._open_reverse(reverse, info, events)
             reverse.rec_pkts += 1
-            reverse.rec_bytes += info.payload
+            reverse.rec_bytes += payload
         # match_packet (a CLOSED direction still matches while its entry exists: the ACK
         # of a FIN is a valid sample)
-        if reverse.outstanding and info.reply_pid_valid and reverse.conn_state != EMPTY:
+        if reverse.outstanding and reply_pid_valid and state != EMPTY:
             self._match_packet(reverse, packet_key, info, now, is_ingress, events)
         # close_flows
-        if info.event_type >= CLOSING:
+        if event_type >= CLOSING:
             self._close_flows(key, dual, forward, reverse, info, now, events)
         elif dual.closed and dual.drained:
             del self.flows[key]
@@ -322,8 +335,13 @@ class Engine:
         if is_ingress and self.is_local is not None and self.is_local(info):
             return
         state.last_id = info.pid
-        if state.has_been_timestamped and self._rate_limited(state, now):
-            return
+        if state.has_been_timestamped:
+            last = state.last_timestamp
+            # the static limit, inline: it decides for most packets
+            if now < last or (not self._rtt_rate and now - last < self.config.rate_limit_ns):
+                return
+            if self._rtt_rate and self._rate_limited(state, now):
+                return
         # The attempt counts even if the table refuses the entry, so that a full table
         # does not let one flow retry on every packet (fairness between flows).
         state.has_been_timestamped = True
