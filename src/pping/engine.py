@@ -30,7 +30,7 @@ second per table (MapFullEvent).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .config import (
     FLOW_LIFETIME_NS,
@@ -194,12 +194,21 @@ class Engine:
             return direction, True
         return (link, proto, daddr, dport, saddr, sport), False
 
-    def absorb_repeats(self, key: FlowKey, first: bool, packets: int, payload_bytes: int) -> None:
+    def absorb_repeats(
+        self,
+        key: FlowKey,
+        first: bool,
+        packets: int,
+        payload_bytes: int,
+        limited_ids: Sequence[int] = (),
+    ) -> None:
         """Account packets known to change nothing but counters (see fastpath.py).
 
         They were sent in one direction of flow `key` (its first direction if `first`);
         each counts as sent there and as received by the reverse direction, exactly as
-        `process` would count it.
+        `process` would count it. `limited_ids` are, in order, the TCP identifiers of
+        those that the static rate limit surely refused: each still moves `last_id`
+        forward when it is newer, as in timestamp_packet.
         """
         self.counters.packets += packets
         dual = self.flows.get(key)
@@ -209,9 +218,33 @@ class Engine:
         if EMPTY < forward.conn_state < CLOSED:
             forward.sent_pkts += packets
             forward.sent_bytes += payload_bytes
+            last_id = forward.last_id
+            for pid in limited_ids:
+                if 0 < ((pid - last_id) & U32) < HALF_U32:
+                    last_id = pid
+            forward.last_id = last_id
         if EMPTY < reverse.conn_state < CLOSED:
             reverse.rec_pkts += packets
             reverse.rec_bytes += payload_bytes
+
+    def direction_started(self, direction: FlowKey) -> bool:
+        """Is `direction` active in an entry that is not closed (so a packet of it
+        cannot start it or replace the entry)? See fastpath.py."""
+        key, first = self.flow_key(direction)
+        dual = self.flows.get(key)
+        if dual is None or dual.closed:
+            return False
+        return (dual.first if first else dual.second).active
+
+    def rate_limit_state(self, direction: FlowKey) -> int | None:
+        """When the static rate limit next lets `direction` be timestamped (ns), if that
+        direction is active and has been timestamped; else None (see fastpath.py)."""
+        if self._rtt_rate:
+            return None
+        state = self._direction_state(direction)
+        if state is None or not state.active or not state.has_been_timestamped:
+            return None
+        return state.last_timestamp + self.config.rate_limit_ns
 
     def process(
         self, info: PacketInfo, now: int, link: int = 0, is_ingress: bool = True

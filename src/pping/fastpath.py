@@ -28,7 +28,7 @@ engine, whose own parser decides.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,21 +277,29 @@ def _echo_created_between(
 
 
 def _add_pending(
-    book: dict[int, list[tuple[int, int, int]]],
+    book: dict[int, list[Pending]],
     code: I64,
     where: I64,
     member: I64,
     name_row: I64,
     payload: I64,
+    limited: BOOL,
+    tsval: I64,
 ) -> None:
     """Sum the repeats by `code` (one flow direction at one place) into `book[where]`
-    entries of (a row naming the direction, packets, payload bytes)."""
+    entries of (a row naming the direction, packets, payload bytes, the TSvals of the
+    rate-limited ones in capture order). `member` is in flow order, so each code's
+    members are in capture order."""
     if len(code) == 0:
         return
-    # Codes are small non-negative integers: count by direct indexing, no sorting. Every
-    # repeat with one code has the same place and the same direction.
     if int(code.max()) > 8 * len(code) + 4096:  # sparse (many segments): compact first
         code = np.unique(code, return_inverse=True)[1].reshape(-1)
+    limited_ids: dict[int, list[int]] = {}
+    picked = np.flatnonzero(limited[member])
+    for c, pid in zip(code[picked].tolist(), tsval[member[picked]].tolist(), strict=True):
+        limited_ids.setdefault(c, []).append(pid)
+    # Codes are small non-negative integers: count by direct indexing, no sorting. Every
+    # repeat with one code has the same place and the same direction.
     counts = np.bincount(code)
     sums = np.bincount(code, weights=payload[member]).astype(np.int64)
     place = np.zeros(len(counts), dtype=np.int64)
@@ -299,14 +307,20 @@ def _add_pending(
     name = np.zeros(len(counts), dtype=np.int64)
     name[code] = name_row[member]
     used = np.flatnonzero(counts)
-    for at, rep, c, b in zip(
+    for c, at, rep, count, total in zip(
+        used.tolist(),
         place[used].tolist(),
         name[used].tolist(),
         counts[used].tolist(),
         sums[used].tolist(),
         strict=True,
     ):
-        book.setdefault(at, []).append((rep, c, b))
+        book.setdefault(at, []).append((rep, count, total, limited_ids.get(c, ())))
+
+
+Pending = tuple[int, int, int, Sequence[int]]
+"""Repeats of one direction to account at one place: (a row naming the direction,
+packets, payload bytes, TSvals of those the rate limit refused, in order)."""
 
 
 @dataclass(slots=True)
@@ -319,14 +333,69 @@ class Plan:
     engine_rows: I64
     segment: I64
     repeats: int
-    pending: dict[int, list[tuple[int, int, int]]]
-    pending_at_end: dict[int, list[tuple[int, int, int]]]
+    pending: dict[int, list[Pending]]
+    pending_at_end: dict[int, list[Pending]]
 
 
 Outstanding = Callable[[I64, I64], BOOL]
 """(rows, identifiers) -> may the engine hold an entry for (reverse direction of the
 row's packet, identifier)? Used to prove that a packet echoing a new identifier
 cannot match."""
+
+
+NextStamp = Callable[[I64], I64]
+"""rows -> for the direction of each row's packet, the time from which the engine's
+static rate limit would let it be timestamped, or -1 when the limit may not apply
+(direction inactive or never timestamped, RTT-based limit)."""
+
+
+def _surely_limited(
+    candidates: BOOL,
+    rows: I64,
+    seg: I64,
+    flow: I64,
+    by_flow: I64,
+    disruptive: BOOL,
+    times: I64,
+    next_stamp: NextStamp,
+) -> BOOL:
+    """Possibly new packets that the static rate limit surely refuses.
+
+    The engine's state at the start of the batch says when each direction may next be
+    timestamped; a timestamp taken later in the batch only pushes that time further.
+    So a packet before that time is refused, provided its direction is still the one
+    the engine knew: no clean-up or unknown packet (segment 0) and no disruptive packet
+    of its flow came before it in the batch.
+    """
+    m = len(flow)
+    before = _count_before(disruptive, flow, by_flow)
+    pick = np.flatnonzero(candidates & (seg == 0) & (before == 0))
+    limited = np.zeros(m, dtype=bool)
+    if len(pick):
+        allowed_from = next_stamp(rows[pick])
+        limited[pick] = (allowed_from >= 0) & (times[rows[pick]] < allowed_from)
+    return limited
+
+
+def _count_before(flag: BOOL, flow: I64, by_flow: I64) -> I64:
+    """For each member: how many members of its flow before it (in capture order) have
+    `flag` set."""
+    m = len(flow)
+    f_sorted = flow[by_flow]
+    counted = flag[by_flow].astype(np.int64)
+    inclusive = np.cumsum(counted)
+    head = np.ones(m, dtype=bool)
+    head[1:] = f_sorted[1:] != f_sorted[:-1]
+    start_of_flow = np.maximum.accumulate(np.where(head, np.arange(m), 0))
+    before_sorted = inclusive - counted - (inclusive[start_of_flow] - counted[start_of_flow])
+    before = np.empty(m, dtype=np.int64)
+    before[by_flow] = before_sorted
+    return before
+
+
+Started = Callable[[I64], BOOL]
+"""rows -> is the direction of each row's packet active in the engine, in an entry
+that is not closed? Such a packet cannot start its direction."""
 
 
 def _always(rows: I64, identifiers: I64) -> BOOL:
@@ -354,7 +423,14 @@ def _created_before(
     )
 
 
-def plan_batch(dec: Decoded, segment: I64, outstanding: Outstanding | None = None) -> Plan:
+def plan_batch(
+    dec: Decoded,
+    segment: I64,
+    outstanding: Outstanding | None = None,
+    times: I64 | None = None,
+    next_stamp: NextStamp | None = None,
+    started: Started | None = None,
+) -> Plan:
     """Find the repeats of a batch (see the module docstring)."""
     n = len(dec.cls)
     rows = np.flatnonzero(dec.cls >= TCP_UNUSUAL)
@@ -414,6 +490,14 @@ def plan_batch(dec: Decoded, segment: I64, outstanding: Outstanding | None = Non
         new[1:] |= sv[1:] != sv[:-1]
         possibly_new[stampable[new]] = True
         starter[stampable[first]] = True
+        # A first packet whose direction the engine already runs, with nothing before
+        # it in the batch that could have ended that, starts nothing.
+        if started is not None:
+            known = np.flatnonzero(
+                starter & (seg == 0) & (_count_before(eventful, flow, by_flow) == 0)
+            )
+            if len(known):
+                starter[known[started(rows[known])]] = False
     disruptive = eventful | starter
 
     # Candidate repeats, judged against the previous packet of the same group. A pure
@@ -423,26 +507,32 @@ def plan_batch(dec: Decoded, segment: I64, outstanding: Outstanding | None = Non
     prev[by_group[0]] = by_group[0]
     has_prev = np.empty(m, dtype=bool)
     has_prev[by_group] = same_group_as_prev
-    repeat = (
-        has_prev & (dec.cls[rows] == TCP_USUAL) & ~disruptive & ~possibly_new
-        & (ack == ack[prev])
-    )  # fmt: skip
+    repeat = has_prev & (dec.cls[rows] == TCP_USUAL) & ~disruptive & (ack == ack[prev])
     # ... with nothing disruptive of the same flow in between,
+    d_sorted = np.cumsum(disruptive[by_flow])
     d_count = np.empty(m, dtype=np.int64)
-    d_count[by_flow] = np.cumsum(disruptive[by_flow])
+    d_count[by_flow] = d_sorted
     repeat &= d_count == d_count[prev]
+    # ... whose TSval is not new, or is surely refused by the static rate limit,
+    # (a surely refused packet does not create an entry either)
+    limited = np.zeros(m, dtype=bool)
+    if next_stamp is not None and times is not None:
+        limited = _surely_limited(
+            possibly_new & ~starter, rows, seg, flow, by_flow, disruptive, times, next_stamp
+        )
+    creators = possibly_new & ~limited
+    repeat &= ~possibly_new | limited
     # ... echoing what the previous packet echoed, with no possibly new packet in
     # between that carries it,
     same_echo = tsecr == tsecr[prev]
-    creators = possibly_new & ~starter
     repeat &= ~same_echo | ~_echo_created_between(
-        flow, tsval, tsecr, rows, creators, prev, repeat & same_echo
+        flow, tsval, tsecr, rows, creators & ~starter, prev, repeat & same_echo
     )
     # ... or echoing something new that no entry can hold: neither one of the engine's
     # entries nor one a possibly new packet of this batch (before it) may have created.
     changed = np.flatnonzero(repeat & ~same_echo)
     if len(changed):
-        might = _created_before(flow, tsval, tsecr, rows, possibly_new, changed)
+        might = _created_before(flow, tsval, tsecr, rows, creators, changed)
         unknown = changed[~might]
         might[~might] = (outstanding or _always)(rows[unknown], tsecr[unknown])
         repeat[changed[might]] = False
@@ -454,8 +544,8 @@ def plan_batch(dec: Decoded, segment: I64, outstanding: Outstanding | None = Non
     next_pos = np.minimum.accumulate(positions[::-1])[::-1]
     nxt = np.minimum(next_pos, m - 1)
     same_run = (next_pos < m) & (f_sorted[nxt] == f_sorted) & (s_sorted[nxt] == s_sorted)
-    pending: dict[int, list[tuple[int, int, int]]] = {}
-    pending_at_end: dict[int, list[tuple[int, int, int]]] = {}
+    pending: dict[int, list[Pending]] = {}
+    pending_at_end: dict[int, list[Pending]] = {}
     rep_pos = np.flatnonzero(r_sorted)
     if len(rep_pos):
         # Each direction is named by its first packet in the batch, so that the names
@@ -469,13 +559,16 @@ def plan_batch(dec: Decoded, segment: I64, outstanding: Outstanding | None = Non
         to_row = same_run[rep_pos]
         # Before a packet of the flow: that packet names the flow.
         target = rows[by_flow[nxt[rep_pos[to_row]]]]
-        _add_pending(pending, target * 2 + side[to_row], target, member[to_row], name_row, payload)
+        _add_pending(
+            pending, target * 2 + side[to_row], target, member[to_row], name_row, payload,
+            limited, tsval,
+        )  # fmt: skip
         # At the end of a segment: one entry per flow and direction.
         at_end = ~to_row
         segs = s_sorted[rep_pos[at_end]]
         code = ((segs - seg_base) * (int(flow.max()) + 1) + f_sorted[rep_pos[at_end]]) * 2
         code += side[at_end]
-        _add_pending(pending_at_end, code, segs, member[at_end], name_row, payload)
+        _add_pending(pending_at_end, code, segs, member[at_end], name_row, payload, limited, tsval)
     engine_rows = np.ones(n, dtype=bool)
     engine_rows[rows[repeat]] = False
     return Plan(np.flatnonzero(engine_rows), segment, int(repeat.sum()), pending, pending_at_end)
@@ -598,7 +691,14 @@ class FastReplay:
         boundary[points] += 1
         boundary[np.flatnonzero(dec.cls == UNKNOWN) + 1] += 1
         segment = np.cumsum(boundary[:n])
-        plan = plan_batch(dec, segment, lambda rows, ids: self._outstanding(dec, link, rows, ids))
+        plan = plan_batch(
+            dec,
+            segment,
+            outstanding=lambda rows, ids: self._outstanding(dec, link, rows, ids),
+            times=times,
+            next_stamp=lambda rows: self._next_stamp(dec, link, rows),
+            started=lambda rows: self._started(dec, link, rows),
+        )
         yield from self._execute(plan, dec, linktype, link, buf, offsets, caplens, wire_lens,
                                  times, set(points))  # fmt: skip
 
@@ -616,14 +716,36 @@ class FastReplay:
             found[i] = key in timestamps
         return found
 
-    def _flush(self, entries: list[tuple[int, int, int]], dec: Decoded, link: int) -> None:
+    def _started(self, dec: Decoded, link: int, rows: I64) -> BOOL:
+        """For each row's direction: does the engine run it already (not closed)?"""
+        started = self.engine.direction_started
+        return np.fromiter(
+            (started(dec.direction_key(row, link)) for row in rows.tolist()),
+            dtype=bool,
+            count=len(rows),
+        )
+
+    def _next_stamp(self, dec: Decoded, link: int, rows: I64) -> I64:
+        """For each row's direction: when the engine's rate limit allows a timestamp."""
+        found = np.full(len(rows), -1, dtype=np.int64)
+        cache: dict[FlowKey, int] = {}
+        for i, row in enumerate(rows.tolist()):
+            direction = dec.direction_key(row, link)
+            when = cache.get(direction)
+            if when is None:
+                state = self.engine.rate_limit_state(direction)
+                when = cache[direction] = -1 if state is None else state
+            found[i] = when
+        return found
+
+    def _flush(self, entries: list[Pending], dec: Decoded, link: int) -> None:
         keys = self._keys
-        for rep, count, total in entries:
+        for rep, count, total, limited_ids in entries:
             where = keys.get(rep)
             if where is None:
                 where = self.engine.flow_key(dec.direction_key(rep, link))
                 keys[rep] = where
-            self.engine.absorb_repeats(where[0], where[1], count, total)
+            self.engine.absorb_repeats(where[0], where[1], count, total, limited_ids)
 
     def _execute(
         self,
