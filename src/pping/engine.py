@@ -236,15 +236,16 @@ class Engine:
             return False
         return (dual.first if first else dual.second).active
 
-    def rate_limit_state(self, direction: FlowKey) -> int | None:
-        """When the static rate limit next lets `direction` be timestamped (ns), if that
-        direction is active and has been timestamped; else None (see fastpath.py)."""
+    def sampling_state(self, direction: FlowKey) -> tuple[int, int, bool] | None:
+        """(last_id, last_timestamp, has_been_timestamped) of an active `direction`, when
+        only these decide whether its next packets are timestamped (static rate limit);
+        else None. See fastpath.py."""
         if self._rtt_rate:
             return None
         state = self._direction_state(direction)
-        if state is None or not state.active or not state.has_been_timestamped:
+        if state is None or not state.active:
             return None
-        return state.last_timestamp + self.config.rate_limit_ns
+        return state.last_id, state.last_timestamp, state.has_been_timestamped
 
     def process(
         self, info: PacketInfo, now: int, link: int = 0, is_ingress: bool = True

@@ -28,6 +28,8 @@ engine, whose own parser decides.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +46,10 @@ from .sources.pcap import CaptureReader
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 BOOL = npt.NDArray[np.bool_]
+
+# Parts of a batch shorter than this go to the engine one by one: planning has a fixed
+# cost of a few dozen numpy calls.
+SMALL_PART = 64
 
 # Packet classes.
 UNKNOWN = 0  # not understood here: may touch any flow, so it ends a segment
@@ -77,10 +83,19 @@ class Decoded:
     tsecr: I64
     payload: I64
 
+    def part(self, rows: slice) -> Decoded:
+        """The columns of a run of consecutive rows (views, no copies)."""
+        return Decoded(*(getattr(self, name)[rows] for name in self.__slots__))
+
     def direction_key(self, row: int, link: int) -> FlowKey:
-        src = int(self.src_hi[row]).to_bytes(8, "big") + int(self.src_lo[row]).to_bytes(8, "big")
-        dst = int(self.dst_hi[row]).to_bytes(8, "big") + int(self.dst_lo[row]).to_bytes(8, "big")
+        src = _address_bytes(int(self.src_hi[row]), int(self.src_lo[row]))
+        dst = _address_bytes(int(self.dst_hi[row]), int(self.dst_lo[row]))
         return (link, IPPROTO_TCP, src, int(self.sport[row]), dst, int(self.dport[row]))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _address_bytes(hi: int, lo: int) -> bytes:
+    return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
 
 
 class _Fields:
@@ -343,38 +358,58 @@ row's packet, identifier)? Used to prove that a packet echoing a new identifier
 cannot match."""
 
 
-NextStamp = Callable[[I64], I64]
-"""rows -> for the direction of each row's packet, the time from which the engine's
-static rate limit would let it be timestamped, or -1 when the limit may not apply
-(direction inactive or never timestamped, RTT-based limit)."""
+Sampling = Callable[[I64], list[tuple[int, int, bool] | None]]
+"""rows -> the engine's (last_id, last_timestamp, has_been_timestamped) for the
+direction of each row's packet, or None when these alone do not decide sampling."""
 
 
-def _surely_limited(
+def _refused(
     candidates: BOOL,
     rows: I64,
     seg: I64,
     flow: I64,
+    direction: I64,
     by_flow: I64,
     disruptive: BOOL,
+    tsval: I64,
     times: I64,
-    next_stamp: NextStamp,
+    rate_limit_ns: int,
+    sampling: Sampling,
 ) -> BOOL:
-    """Possibly new packets that the static rate limit surely refuses.
+    """Possibly new packets that timestamp_packet will surely refuse.
 
-    The engine's state at the start of the batch says when each direction may next be
-    timestamped; a timestamp taken later in the batch only pushes that time further.
-    So a packet before that time is refused, provided its direction is still the one
-    the engine knew: no clean-up or unknown packet (segment 0) and no disruptive packet
-    of its flow came before it in the batch.
+    Within a stretch where nothing else can touch a direction (segment 0, no disruptive
+    packet of its flow before), only its possibly new packets change what decides
+    sampling (last_id, last_timestamp, has_been_timestamped). Replaying the newer-
+    identifier rule and the static rate limit over them, from the engine's state,
+    tells which are refused (they change last_id at most) and which may be stamped
+    (the engine sees those, and does what this replay assumed).
     """
     m = len(flow)
-    before = _count_before(disruptive, flow, by_flow)
-    pick = np.flatnonzero(candidates & (seg == 0) & (before == 0))
-    limited = np.zeros(m, dtype=bool)
-    if len(pick):
-        allowed_from = next_stamp(rows[pick])
-        limited[pick] = (allowed_from >= 0) & (times[rows[pick]] < allowed_from)
-    return limited
+    refused = np.zeros(m, dtype=bool)
+    pick = np.flatnonzero(candidates & (seg == 0) & (_count_before(disruptive, flow, by_flow) == 0))
+    if len(pick) == 0:
+        return refused
+    order = pick[np.argsort(direction[pick], kind="stable")]
+    starts = np.flatnonzero(np.r_[True, direction[order][1:] != direction[order][:-1]])
+    states = sampling(rows[order[starts]])
+    ends = np.r_[starts[1:], len(order)].tolist()
+    members, pids, nows = order.tolist(), tsval[order].tolist(), times[rows[order]].tolist()
+    for begin, end, state in zip(starts.tolist(), ends, states, strict=True):
+        if state is None:
+            continue
+        last_id, last_ts, stamped = state
+        for k in range(begin, end):
+            pid, now = pids[k], nows[k]
+            if not 0 < ((pid - last_id) & 0xFFFFFFFF) < 1 << 31:
+                refused[members[k]] = True  # not newer: nothing changes
+                continue
+            last_id = pid
+            if stamped and (now < last_ts or now - last_ts < rate_limit_ns):
+                refused[members[k]] = True  # rate-limited: only last_id moved
+                continue
+            stamped, last_ts = True, now  # an attempt: the engine takes it from here
+    return refused
 
 
 def _count_before(flag: BOOL, flow: I64, by_flow: I64) -> I64:
@@ -409,18 +444,16 @@ def _created_before(
     ks = np.flatnonzero(creators)
     if len(ks) == 0:
         return np.zeros(len(queries), dtype=bool)
+    # The earliest creator of each (flow, TSval): sorted by key, then row.
     k_key = (flow[ks] << 32) | tsval[ks]
-    first_row: dict[int, int] = {}
-    for key, row in zip(k_key.tolist(), rows[ks].tolist(), strict=True):
-        if key not in first_row or row < first_row[key]:
-            first_row[key] = row
-    q_key = ((flow[queries] << 32) | tsecr[queries]).tolist()
-    q_row = rows[queries].tolist()
-    return np.fromiter(
-        (first_row.get(key, q) < q for key, q in zip(q_key, q_row, strict=True)),
-        dtype=bool,
-        count=len(queries),
-    )
+    order = np.lexsort((rows[ks], k_key))
+    k_key, k_row = k_key[order], rows[ks][order]
+    first = np.r_[True, k_key[1:] != k_key[:-1]]
+    k_key, k_row = k_key[first], k_row[first]
+    q_key = (flow[queries] << 32) | tsecr[queries]
+    at = np.minimum(np.searchsorted(k_key, q_key), len(k_key) - 1)
+    hit: BOOL = (k_key[at] == q_key) & (k_row[at] < rows[queries])
+    return hit
 
 
 def plan_batch(
@@ -428,7 +461,8 @@ def plan_batch(
     segment: I64,
     outstanding: Outstanding | None = None,
     times: I64 | None = None,
-    next_stamp: NextStamp | None = None,
+    sampling: Sampling | None = None,
+    rate_limit_ns: int = 0,
     started: Started | None = None,
 ) -> Plan:
     """Find the repeats of a batch (see the module docstring)."""
@@ -516,10 +550,11 @@ def plan_batch(
     # ... whose TSval is not new, or is surely refused by the static rate limit,
     # (a surely refused packet does not create an entry either)
     limited = np.zeros(m, dtype=bool)
-    if next_stamp is not None and times is not None:
-        limited = _surely_limited(
-            possibly_new & ~starter, rows, seg, flow, by_flow, disruptive, times, next_stamp
-        )
+    if sampling is not None and times is not None:
+        limited = _refused(
+            possibly_new & ~starter, rows, seg, flow, flow * 2 + reverse_side, by_flow,
+            disruptive, tsval, times, rate_limit_ns, sampling,
+        )  # fmt: skip
     creators = possibly_new & ~limited
     repeat &= ~possibly_new | limited
     # ... echoing what the previous packet echoed, with no possibly new packet in
@@ -686,21 +721,32 @@ class FastReplay:
             yield from self._slow(linktype, link, buf, offsets, caplens, wire_lens, times)
             return
         points = cleanup_points(self.clock, times)
-        dec = decode(linktype, buf, offsets, caplens)
-        boundary = np.zeros(n + 1, dtype=np.int64)
-        boundary[points] += 1
-        boundary[np.flatnonzero(dec.cls == UNKNOWN) + 1] += 1
-        segment = np.cumsum(boundary[:n])
-        plan = plan_batch(
-            dec,
-            segment,
-            outstanding=lambda rows, ids: self._outstanding(dec, link, rows, ids),
-            times=times,
-            next_stamp=lambda rows: self._next_stamp(dec, link, rows),
-            started=lambda rows: self._started(dec, link, rows),
-        )
-        yield from self._execute(plan, dec, linktype, link, buf, offsets, caplens, wire_lens,
-                                 times, set(points))  # fmt: skip
+        whole = decode(linktype, buf, offsets, caplens)
+        # The clean-ups split the batch: each part is planned after the clean-up before
+        # it ran, so the engine's state the planner reads is the one the part starts from.
+        for begin, end in itertools.pairwise([0, *points, n]):
+            if begin == end:
+                continue
+            if begin in points:
+                yield from self.engine.expire(int(times[begin]))
+            part = slice(begin, end)
+            columns = (offsets[part], caplens[part], wire_lens[part], times[part])
+            if end - begin < SMALL_PART:
+                yield from self._slow(linktype, link, buf, *columns, clock=False)
+                continue
+            dec = whole.part(part)
+            boundary = np.zeros(end - begin + 1, dtype=np.int64)
+            boundary[np.flatnonzero(dec.cls == UNKNOWN) + 1] = 1
+            plan = plan_batch(
+                dec,
+                np.cumsum(boundary[:-1]),
+                outstanding=functools.partial(self._outstanding, dec, link),
+                times=columns[3],
+                sampling=functools.partial(self._sampling, dec, link),
+                rate_limit_ns=self.engine.config.rate_limit_ns,
+                started=functools.partial(self._started, dec, link),
+            )
+            yield from self._execute(plan, dec, linktype, link, buf, *columns)
 
     def _outstanding(self, dec: Decoded, link: int, rows: I64, identifiers: I64) -> BOOL:
         """Does the engine hold (reverse direction of each row's packet, identifier)?"""
@@ -725,18 +771,9 @@ class FastReplay:
             count=len(rows),
         )
 
-    def _next_stamp(self, dec: Decoded, link: int, rows: I64) -> I64:
-        """For each row's direction: when the engine's rate limit allows a timestamp."""
-        found = np.full(len(rows), -1, dtype=np.int64)
-        cache: dict[FlowKey, int] = {}
-        for i, row in enumerate(rows.tolist()):
-            direction = dec.direction_key(row, link)
-            when = cache.get(direction)
-            if when is None:
-                state = self.engine.rate_limit_state(direction)
-                when = cache[direction] = -1 if state is None else state
-            found[i] = when
-        return found
+    def _sampling(self, dec: Decoded, link: int, rows: I64) -> list[tuple[int, int, bool] | None]:
+        state = self.engine.sampling_state
+        return [state(dec.direction_key(row, link)) for row in rows.tolist()]
 
     def _flush(self, entries: list[Pending], dec: Decoded, link: int) -> None:
         keys = self._keys
@@ -758,7 +795,6 @@ class FastReplay:
         caplens: I64,
         wire_lens: I64,
         times: I64,
-        points: set[int],
     ) -> Iterator[Event]:
         engine = self.engine
         process = engine.process
@@ -778,11 +814,6 @@ class FastReplay:
         )
         self._keys = {}  # per batch: naming rows -> (flow key, first direction?)
         for row, seg, cls, now, start, caplen, wire_len, info in columns:
-            if row in points:
-                entries = at_end.pop(seg - 1, None)
-                if entries:
-                    self._flush(entries, dec, link)
-                yield from engine.expire(now)
             if cls == UNKNOWN:
                 entries = at_end.pop(seg, None)
                 if entries:
@@ -814,12 +845,13 @@ class FastReplay:
         caplens: I64,
         wire_lens: I64,
         times: I64,
+        clock: bool = True,
     ) -> Iterator[Event]:
         engine = self.engine
         for start, caplen, wire_len, now in zip(
             offsets.tolist(), caplens.tolist(), wire_lens.tolist(), times.tolist(), strict=True
         ):
-            if self.clock.due(now):
+            if clock and self.clock.due(now):
                 yield from engine.expire(now)
             info = parse_packet(linktype, buf[start : start + caplen], wire_len)
             if isinstance(info, str):
