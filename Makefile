@@ -7,25 +7,34 @@ DEMO_CAPTURE := tests/data/pcaps/suricata__smb2-peter.pcap
 
 .PHONY: demo test lint typecheck unit bench clean
 
-# Debian packages the live tests and the kernel data path need; installed only when
-# missing (the tests say what they skip, and why, on a machine without them).
-SYSTEM_TOOLS := ping:iputils-ping
+# Debian packages for the kernel data path (clang, libbpf headers, bpftool) and the
+# live tests (ping); installed when missing and running as root (CI is root). Without
+# them the tests that need them say what they skip, and why.
+SYSTEM_PACKAGES := clang libbpf-dev bpftool iputils-ping
+BPF_OBJECT := build/bpf/pping.bpf.o
 
 $(STAMP): pyproject.toml
-	@for pair in $(SYSTEM_TOOLS); do \
-	  tool=$${pair%%:*}; package=$${pair#*:}; \
-	  if ! command -v $$tool >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get install -y -qq $$package >/dev/null || \
-	      { apt-get update -qq >/dev/null && apt-get install -y -qq $$package >/dev/null; }; \
-	  fi; \
-	done
+	@missing=""; for package in $(SYSTEM_PACKAGES); do \
+	  dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq $$missing >/dev/null; }; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(BPF_OBJECT): bpf/pping.bpf.c bpf/pping.h $(STAMP)
+	@if command -v clang >/dev/null 2>&1; then $(MAKE) -s -C bpf; \
+	 else echo "clang is missing: the kernel data path is not built"; fi
+
+demo: $(STAMP) $(BPF_OBJECT)
 	$(BIN)/pping --read $(DEMO_CAPTURE) -r 0
+	@if [ "$$(id -u)" = 0 ] && [ -f $(BPF_OBJECT) ]; then $(BIN)/python -m pping.demo; \
+	 else echo "live demo skipped: it needs root (sudo make demo) and clang"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -34,7 +43,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(BPF_OBJECT)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--read", metavar="FILE", help="analyse a pcap or pcapng file ('-' for standard input)"
     )
     source.add_argument(
+        "--datapath",
+        choices=("python", "kernel"),
+        default="python",
+        help="--read: run the packets through the Python engine (default) or the "
+        "kernel program (BPF_PROG_TEST_RUN; needs root and the built BPF object)",
+    )
+    source.add_argument(
         "--merge-interfaces",
         action="store_true",
         help="pcapng: treat all interfaces as one link (match across them)",
@@ -177,11 +184,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise OptionsError("--read and -i cannot be combined")
     if args.machine and args.format != "standard":
         raise OptionsError("-m is a format of its own: do not combine it with -F")
-    if args.interface:
-        raise OptionsError(
-            "live monitoring (-i) needs the kernel data path, which this version does not "
-            "include yet; analyse a capture with --read FILE"
-        )
+    if args.interface and args.ingress_hook == "xdp":
+        raise OptionsError("-I xdp is not supported yet: the kernel program has tc hooks only")
     return args
 
 
@@ -200,7 +204,13 @@ def run_capture(
     gc.disable()
     try:
         with open_capture(args.read) as reader:
-            for event in fast_replay(engine, reader, args.merge_interfaces):
+            if args.datapath == "kernel":
+                from .kernel.replay import kernel_replay  # only when asked: ctypes, libbpf
+
+                events = kernel_replay(reader, config, args.merge_interfaces, engine.counters)
+            else:
+                events = fast_replay(engine, reader, args.merge_interfaces)
+            for event in events:
                 if reopen_flag[0]:
                     reopen_flag[0] = False
                     _reopen(out, err if err is not None else sys.stderr)
@@ -212,6 +222,39 @@ def run_capture(
         sink.write_counters(engine.counters, final=True)
         sink.close()
         out.close()
+
+
+def run_live(
+    args: argparse.Namespace,
+    sink: Sink,
+    reopen_flag: list[bool],
+    out: ReopenableFile,
+    err: TextIO | None = None,
+) -> None:
+    from .sources.kernel import LiveMonitor  # only for live monitoring: ctypes, libbpf
+
+    errors = err if err is not None else sys.stderr
+    monitor: LiveMonitor | None = None
+
+    def on_wake() -> None:
+        if reopen_flag[0]:
+            reopen_flag[0] = False
+            _reopen(out, errors)
+        out.flush()  # live output is read as it comes, often through a pipe
+
+    try:
+        monitor = LiveMonitor(config_from_args(args), args.interface, err=errors)
+        monitor.run(sink, on_wake=on_wake)
+    finally:
+        try:
+            if monitor is not None:
+                monitor.close()  # detach (again: idempotent), unload
+        finally:
+            # Counters only when monitoring started: a refused start has none.
+            if monitor is not None and monitor.final_counters is not None:
+                sink.write_counters(monitor.final_counters, final=True)
+            sink.close()
+            out.close()
 
 
 def _reopen(out: ReopenableFile, err: TextIO) -> None:
@@ -237,6 +280,10 @@ def main(
     err = stderr if stderr is not None else sys.stderr
     try:
         args = parse_args(argv)
+        if args.interface:
+            from .sources.kernel import preflight
+
+            preflight(args.interface)  # a refused start creates no output file
         out = ReopenableFile(args.write, stdout if stdout is not None else sys.stdout)
         sink = make_sink("machine" if args.machine else args.format, out, err)
         reopen_flag = [False]
@@ -248,7 +295,8 @@ def main(
         # (out.reopen() does nothing), as documented; uncaught it would kill pping.
         previous = signal.signal(signal.SIGHUP, on_hangup)
         try:
-            run_capture(args, sink, reopen_flag, out, err)
+            run = run_live if args.interface else run_capture
+            run(args, sink, reopen_flag, out, err)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGHUP, previous)

@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The one contract between the kernel program (pping.bpf.c) and user space.
+ *
+ * Everything that crosses the boundary is defined here and mirrored once in
+ * src/pping/kernel/abi.py; tests/test_abi.py checks every size and offset of
+ * the mirror against the BTF of the compiled object. Rules for this file:
+ * fixed-width types only, every hole filled with an explicit `reserved` field,
+ * every event starts with `__u64 event_type`.
+ *
+ * Times are nanoseconds in the program's clock: bpf_ktime_get_ns() when live,
+ * the capture time minus a base chosen by user space when replaying a capture
+ * (see docs/kernel.md, "Time").
+ */
+#ifndef PPING_H
+#define PPING_H
+
+#include <linux/types.h>
+
+/* Configuration: one `const volatile` global in .rodata, written before load. */
+struct pping_config {
+	__u64 rate_limit;	/* static sampling interval per direction, ns */
+	__u64 rtt_rate;		/* -R as 16.16 fixed point (modulo 2^64) */
+	__u8 use_rtt_rate;	/* -R given (the fixed point before reduction was not 0) */
+	__u8 use_srtt;		/* -t smoothed: -R multiplies srtt, not min_rtt */
+	__u8 track_tcp;
+	__u8 track_icmp;
+	__u8 include_syn;	/* timestamp SYNs (-s) */
+	__u8 local_filter;	/* live ingress: do not timestamp packets to this host */
+	__u8 replay;		/* time from skb->tstamp and link from skb->mark */
+	__u8 reserved;
+};
+
+/* Connection states of one direction (engine.py: EMPTY, WAITOPEN, OPEN, CLOSED). */
+enum pping_conn_state {
+	CONN_EMPTY = 0,
+	CONN_WAITOPEN = 1,
+	CONN_OPEN = 2,
+	CONN_CLOSED = 3,
+};
+
+/* Flow event types and reasons: the values of events.FlowEventType / EventReason. */
+enum pping_flow_event_type {
+	FLOW_EVENT_NONE = 0,
+	FLOW_EVENT_OPENING = 1,
+	FLOW_EVENT_CLOSING = 2,
+	FLOW_EVENT_CLOSING_BOTH = 3,
+};
+
+enum pping_event_reason {
+	EVENT_REASON_NONE = 0,
+	EVENT_REASON_SYN = 1,
+	EVENT_REASON_SYN_ACK = 2,
+	EVENT_REASON_FIRST_OBSERVED_PACKET = 3,
+	EVENT_REASON_FIN = 4,
+	EVENT_REASON_RST = 5,
+	EVENT_REASON_FLOW_TIMEOUT = 6,
+};
+
+/* events.EventSource */
+enum pping_event_source {
+	EVENT_SOURCE_PACKET_SOURCE = 0,
+	EVENT_SOURCE_PACKET_DEST = 1,
+	EVENT_SOURCE_GARBAGE_COLLECTION = 2,
+};
+
+/* events.Table: the bounded tables whose exhaustion is reported. */
+enum pping_table {
+	TABLE_TIMESTAMPS = 0,
+	TABLE_FLOWS = 1,
+	PPING_NR_TABLES = 2,
+};
+
+/*
+ * One direction of a conversation, or (with the lower endpoint first) the key
+ * of a flow-table entry. Addresses are 16 bytes in network order, IPv4 as
+ * IPv4-mapped IPv6; ports in host order (for ICMP echo both hold the echo
+ * identifier); `link` is the observation point.
+ */
+struct flow_key {
+	__u32 link;
+	__u8 proto;
+	__u8 reserved[3];
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+};
+
+/* State of one direction: engine.FlowState, field for field. */
+struct flow_state {
+	__u64 min_rtt;		/* 0: not known yet */
+	__u64 srtt;		/* 0: not known yet */
+	__u64 last_timestamp;
+	__u64 started;		/* when this incarnation of the direction began */
+	__u64 sent_pkts;
+	__u64 sent_bytes;
+	__u64 rec_pkts;
+	__u64 rec_bytes;
+	__u32 last_id;
+	__u32 outstanding;	/* timestamps of this incarnation not yet matched/expired */
+	__u8 conn_state;	/* enum pping_conn_state */
+	__u8 has_been_timestamped;
+	__u8 opening_reason;	/* enum pping_event_reason */
+	__u8 reserved[5];
+};
+
+/* One flow-table entry: engine.DualFlow. */
+struct dual_flow {
+	struct flow_state dir[2];	/* [0]: the direction of the entry's key */
+	__u64 seq;		/* creation order: clean-up reports in this order */
+	__u8 closed;		/* both directions closed, replies may still come */
+	__u8 reserved[7];
+};
+
+/* Timestamp table: (direction, identifier) -> time the identifier was seen. */
+struct timestamp_key {
+	struct flow_key flow;
+	__u32 pid;
+};
+
+/* Last map-full event per table (array map `warnings`, index enum pping_table). */
+struct warning_state {
+	__u64 last;		/* time of the last map-full event */
+	__u64 valid;		/* 0: none emitted yet */
+};
+
+/* Events, sent through the ring buffer `events`. */
+enum pping_event_type {
+	EVENT_TYPE_RTT = 1,
+	EVENT_TYPE_FLOW = 2,
+	EVENT_TYPE_MAP_FULL = 3,
+};
+
+struct rtt_event {
+	__u64 event_type;	/* EVENT_TYPE_RTT */
+	__u64 timestamp;
+	struct flow_key flow;	/* the reply's direction */
+	__u32 reserved;
+	__u64 rtt;
+	__u64 min_rtt;
+	__u64 sent_pkts;	/* counters of the timestamped direction */
+	__u64 sent_bytes;
+	__u64 rec_pkts;
+	__u64 rec_bytes;
+	__u8 match_on_egress;
+	__u8 reserved2[7];
+};
+
+struct flow_event {
+	__u64 event_type;	/* EVENT_TYPE_FLOW */
+	__u64 timestamp;
+	struct flow_key flow;
+	__u8 flow_event_type;	/* enum pping_flow_event_type */
+	__u8 reason;		/* enum pping_event_reason */
+	__u8 source;		/* enum pping_event_source */
+	__u8 reserved;
+};
+
+struct map_full_event {
+	__u64 event_type;	/* EVENT_TYPE_MAP_FULL */
+	__u64 timestamp;
+	struct flow_key flow;	/* the packet that found the table full */
+	__u8 table;		/* enum pping_table */
+	__u8 reserved[3];
+};
+
+/*
+ * Per-CPU counters (array map `counters`). The SKIP_* entries are the skip
+ * reasons of src/pping/packet.py that a packet reaching the program can hit
+ * (the link-layer ones stay in user space), then the engine's two filters.
+ * Expiry counts belong to the clean-up, which runs in user space.
+ */
+enum pping_counter {
+	COUNTER_PACKETS = 0,
+	COUNTER_SKIP_TRUNCATED,
+	COUNTER_SKIP_NOT_IP,
+	COUNTER_SKIP_VLAN,
+	COUNTER_SKIP_MPLS,
+	COUNTER_SKIP_BAD_IPV4,
+	COUNTER_SKIP_BAD_IPV6,
+	COUNTER_SKIP_FRAGMENT,
+	COUNTER_SKIP_IPV6_EXT,
+	COUNTER_SKIP_PROTOCOL,
+	COUNTER_SKIP_BAD_TCP,
+	COUNTER_SKIP_NO_TIMESTAMP,
+	COUNTER_SKIP_NOT_ECHO,
+	COUNTER_SKIP_BAD_ICMP,
+	COUNTER_SKIP_SYN,
+	COUNTER_SKIP_UNTRACKED,
+	COUNTER_TIMESTAMPS_CREATED,
+	COUNTER_TIMESTAMPS_MATCHED,
+	COUNTER_TIMESTAMPS_TABLE_FULL,
+	COUNTER_FLOWS_CREATED,
+	COUNTER_FLOWS_CLOSED,
+	COUNTER_FLOWS_TABLE_FULL,
+	COUNTER_RTT_EVENTS,
+	COUNTER_RINGBUF_FULL,
+	PPING_NR_COUNTERS,
+};
+
+/* Default table sizes (config.DEFAULT_MAX_*); the loader sets the real ones. */
+#define PPING_DEFAULT_MAX_FLOWS 131072
+#define PPING_DEFAULT_MAX_TIMESTAMPS 131072
+#define PPING_DEFAULT_RINGBUF_BYTES (1 << 20)
+
+#endif /* PPING_H */

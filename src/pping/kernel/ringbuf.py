@@ -1,0 +1,72 @@
+"""Reading a BPF ring buffer through mmap, without libbpf's callbacks.
+
+Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (ours to write);
+page 1 the producer position, followed by the data pages, mapped twice in a row so
+that a record that wraps around the end is contiguous. Each record is an 8-byte
+header (length with a busy and a discard bit, page offset) and the payload, padded
+to 8 bytes. Positions only grow; `position & (size - 1)` is the offset in the data.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+
+from ..errors import KernelError
+
+_BUSY = 1 << 31
+_DISCARD = 1 << 30
+_HEADER = 8
+_POS = struct.Struct("<Q")
+_LEN = struct.Struct("<I")
+
+
+class RingBuffer:
+    """The consumer side of one BPF_MAP_TYPE_RINGBUF map."""
+
+    def __init__(self, map_fd: int, size: int) -> None:
+        if size <= 0 or size & (size - 1):
+            raise KernelError(f"failed to map the ring buffer: bad size {size}")
+        page = mmap.PAGESIZE
+        try:
+            self._consumer = mmap.mmap(
+                map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0
+            )
+            self._producer = mmap.mmap(
+                map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
+            )
+        except OSError as error:
+            raise KernelError(f"failed to map the ring buffer: {error.strerror}") from None
+        self._data = memoryview(self._producer)[page:]
+        self._mask = size - 1
+        self._position = _POS.unpack_from(self._consumer, 0)[0]
+
+    def pending(self) -> bool:
+        """Whether the producer has written past what was consumed (cheap)."""
+        return bool(_POS.unpack_from(self._producer, 0)[0] != self._position)
+
+    def read(self) -> list[bytes]:
+        """The payloads of every committed record, in order; consumes them."""
+        produced = _POS.unpack_from(self._producer, 0)[0]
+        position = self._position
+        data = self._data
+        mask = self._mask
+        records = []
+        while position < produced:
+            offset = position & mask
+            length = _LEN.unpack_from(data, offset)[0]
+            if length & _BUSY:
+                break  # still being written; records after it wait too
+            size = length & ~(_BUSY | _DISCARD)
+            if not length & _DISCARD:
+                records.append(bytes(data[offset + _HEADER : offset + _HEADER + size]))
+            position += (size + _HEADER + 7) & ~7
+        if position != self._position:
+            self._position = position
+            _POS.pack_into(self._consumer, 0, position)
+        return records
+
+    def close(self) -> None:
+        self._data.release()
+        self._producer.close()
+        self._consumer.close()

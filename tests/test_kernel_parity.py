@@ -1,0 +1,535 @@
+"""The kernel data path must give exactly the events and counters of the Python engine.
+
+Every capture of tests/data/pcaps and a set of synthetic captures are replayed through
+the kernel program (`--datapath kernel`: BPF_PROG_TEST_RUN, clean-up on its maps) and
+through `pping.replay.replay` with `pping.engine.Engine`, under the command line's own
+option sets; events, counters and the tables left at the end must be identical.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import time
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tracegen
+from pping.cli import build_parser, config_from_args, main
+from pping.config import Config
+from pping.engine import Engine
+from pping.errors import CaptureError, KernelError
+from pping.events import Counters, Event
+from pping.kernel import abi, libbpf
+from pping.kernel.program import PpingProgram, object_path
+from pping.kernel.replay import KernelReplay, load_replay_program
+from pping.replay import replay
+from pping.sources.pcap import CaptureReader
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the kernel data path needs root (BPF_PROG_TEST_RUN, map access)"
+    try:
+        object_path()
+    except KernelError as error:
+        return str(error)
+    return None
+
+
+pytestmark = [
+    pytest.mark.privileged,
+    pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason())),
+]
+
+DATA = Path(__file__).parent / "data" / "pcaps"
+CAPTURES = sorted(p for p in DATA.glob("*.pcap*") if p.is_file())
+
+# Option sets as the command line gives them: -C alone tracks ICMP only.
+OPTION_SETS = {
+    "r0": ["-r", "0"],
+    "r0-s": ["-r", "0", "-s"],
+    "r0-C": ["-r", "0", "-C"],
+    "r0-T-C-s": ["-r", "0", "-T", "-C", "-s"],
+    "r100": ["-r", "100"],
+    "r100-s": ["-r", "100", "-s"],
+    "r100-C": ["-r", "100", "-C"],
+    "r100-T-C-s": ["-r", "100", "-T", "-C", "-s"],
+}
+# More of the algorithm's knobs, on fewer captures.
+EXTRA_OPTION_SETS = {
+    "rtt-rate-srtt": ["-r", "100", "-R", "1", "-t", "smoothed", "-T", "-C", "-s"],
+    "rtt-rate-min": ["-r", "50", "-R", "0.5", "-s"],
+    "no-cleanup": ["-r", "0", "-c", "0", "-T", "-C", "-s"],
+    "fast-cleanup": ["-r", "0", "-c", "0.1", "-T", "-C", "-s"],
+    "tiny-tables": ["-r", "0", "-s", "-T", "-C", "--max-flows", "3", "--max-timestamps", "5"],
+}
+
+
+def config_of(options: list[str]) -> Config:
+    return config_from_args(build_parser().parse_args(["--read", "-", *options]))
+
+
+@pytest.fixture(scope="module")
+def programs() -> Iterator[dict[Config, PpingProgram]]:
+    """Loaded programs by configuration, reused (reset) between captures."""
+    loaded: dict[Config, PpingProgram] = {}
+    yield loaded
+    for program in loaded.values():
+        program.close()
+
+
+def program_for(programs: dict[Config, PpingProgram], config: Config) -> PpingProgram:
+    if config not in programs:
+        programs[config] = load_replay_program(config)
+    return programs[config]
+
+
+def collect(events: Iterator[Event]) -> list[Event | str]:
+    """Every event, then the error that ended the capture (if any) as text."""
+    out: list[Event | str] = []
+    try:
+        out.extend(events)
+    except CaptureError as error:
+        out.append(str(error))
+    return out
+
+
+# -- the tables at the end, in one comparable form ------------------------------------
+
+FLOW_FIELDS = (
+    "conn_state",
+    "has_been_timestamped",
+    "last_id",
+    "last_timestamp",
+    "started",
+    "min_rtt",
+    "srtt",
+    "outstanding",
+    "sent_pkts",
+    "sent_bytes",
+    "rec_pkts",
+    "rec_bytes",
+    "opening_reason",
+)
+TIME_FIELDS = ("last_timestamp", "started")
+
+
+def engine_tables(engine: Engine) -> tuple[dict[Any, Any], dict[Any, int]]:
+    def fields(state: Any) -> tuple[int, ...]:
+        return tuple(int(getattr(state, name)) for name in FLOW_FIELDS)
+
+    flows = {
+        key: (dual.closed, [fields(dual.first), fields(dual.second)])
+        for key, dual in engine.flows.items()
+    }
+    return flows, dict(engine.timestamps)
+
+
+def _direction(key: Any) -> tuple[int, int, bytes, int, bytes, int]:
+    return (
+        int(key["link"]),
+        int(key["proto"]),
+        bytes(key["saddr"]),
+        int(key["sport"]),
+        bytes(key["daddr"]),
+        int(key["dport"]),
+    )
+
+
+def kernel_tables(session: KernelReplay) -> tuple[dict[Any, Any], dict[Any, int]]:
+    base = session.base or 0
+
+    def real(value: int) -> int:
+        return 0 if value == 0 else value + base  # 0: never set (both data paths)
+
+    program = session.program
+    keys, values = libbpf.map_lookup_batch(
+        program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+    )
+    flows = {}
+    for key, value in zip(keys, values, strict=True):
+        states = []
+        for side in (0, 1):
+            state = value["dir"][side]
+            states.append(
+                tuple(
+                    real(int(state[name])) if name in TIME_FIELDS else int(state[name])
+                    for name in FLOW_FIELDS
+                )
+            )
+        flows[_direction(key)] = (bool(value["closed"]), states)
+    ts_keys, sent = libbpf.map_lookup_batch(
+        program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, abi.np.dtype(abi.np.uint64)
+    )
+    timestamps = {
+        (*_direction(key["flow"]), int(key["pid"])): int(value) + base
+        for key, value in zip(ts_keys, sent, strict=True)
+    }
+    return flows, timestamps
+
+
+def _without_times(tables: tuple[dict[Any, Any], dict[Any, int]]) -> Any:
+    flows, timestamps = tables
+    keep = [i for i, name in enumerate(FLOW_FIELDS) if name not in TIME_FIELDS]
+    return (
+        {
+            key: (closed, [[state[i] for i in keep] for state in states])
+            for key, (closed, states) in flows.items()
+        },
+        set(timestamps),
+    )
+
+
+def assert_same(
+    raw: bytes,
+    config: Config,
+    programs: dict[Config, PpingProgram],
+    merge_interfaces: bool = False,
+    tables: bool = True,
+) -> None:
+    engine = Engine(config)
+    expected = collect(replay(engine, CaptureReader(io.BytesIO(raw)), merge_interfaces))
+
+    session = KernelReplay(config, merge_interfaces, program_for(programs, config))
+    try:
+        got = collect(session.run(CaptureReader(io.BytesIO(raw))))
+        counters = Counters()
+        session.finish(counters)
+        kernel_state = kernel_tables(session)
+        clamped = session.clamped
+    finally:
+        session.close()
+
+    assert len(got) == len(expected)
+    for index, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert a == b, f"event {index} differs"
+    assert counters == engine.counters
+    if tables:
+        expected_state = engine_tables(engine)
+        if clamped:
+            # Times more than 2^62 ns before a jump of the clock are clamped (only
+            # with clean-up off): compare the tables without them.
+            kernel_state = _without_times(kernel_state)
+            expected_state = _without_times(expected_state)
+        assert kernel_state == expected_state
+
+
+# -- real captures ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", list(OPTION_SETS), ids=str)
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_real_captures(path: Path, options: str, programs: dict[Config, PpingProgram]) -> None:
+    assert_same(path.read_bytes(), config_of(OPTION_SETS[options]), programs)
+
+
+@pytest.mark.parametrize("options", list(EXTRA_OPTION_SETS), ids=str)
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_real_captures_more_options(
+    path: Path, options: str, programs: dict[Config, PpingProgram]
+) -> None:
+    assert_same(path.read_bytes(), config_of(EXTRA_OPTION_SETS[options]), programs)
+
+
+MULTI_INTERFACE = [
+    "gopacket__test202-le.pcapng",
+    "pcapplusplus__many_interfaces-1.pcapng",
+    "pcapplusplus__pcapng-example.pcapng",
+]
+
+
+@pytest.mark.parametrize("name", MULTI_INTERFACE)
+@pytest.mark.parametrize("options", ["r0-T-C-s", "r100"])
+def test_merged_interfaces(name: str, options: str, programs: dict[Config, PpingProgram]) -> None:
+    raw = (DATA / name).read_bytes()
+    assert_same(raw, config_of(OPTION_SETS[options]), programs, merge_interfaces=True)
+
+
+# -- synthetic captures -------------------------------------------------------------
+
+SYNTHETIC = [
+    ("bulk", {"flows": 3, "packets": 20_000}),
+    ("bulk", {"packets": 10_000, "ip_version": 6}),
+    ("bulk", {"packets": 10_000, "encap": "vlan", "bidirectional": True}),
+    ("bulk", {"packets": 10_000, "ip_version": 6, "encap": "qinq"}),
+    ("bulk", {"packets": 10_000, "link": "sll", "resolution": "us"}),
+    ("bulk", {"packets": 10_000, "link": "raw", "ip_version": 6, "snaplen": 80}),
+    ("bulk", {"packets": 10_000, "snaplen": 60}),
+    ("many_flows", {"flows": 200, "packets": 20_000}),
+    ("reordering", {}),
+    ("loss", {}),
+    ("wraparound", {}),
+    ("fin_reuse", {}),
+    ("handshake_rst", {}),
+    ("app_limited", {}),
+    ("malformed", {}),
+    ("icmp_echo", {}),
+    ("icmp_echo", {"ip_version": 6}),
+]
+
+
+@cache
+def synthetic(index: int) -> bytes:
+    scenario, kwargs = SYNTHETIC[index]
+    raw, _ = tracegen.SCENARIOS[scenario](seed=5, **kwargs)
+    return raw
+
+
+@pytest.mark.parametrize("options", list(OPTION_SETS), ids=str)
+@pytest.mark.parametrize("index", range(len(SYNTHETIC)), ids=lambda i: str(SYNTHETIC[i]))
+def test_synthetic_captures(index: int, options: str, programs: dict[Config, PpingProgram]) -> None:
+    assert_same(synthetic(index), config_of(OPTION_SETS[options]), programs)
+
+
+MORE_OPTIONS_SCENARIOS = ("bulk", "fin_reuse", "icmp_echo", "many_flows")
+
+
+@pytest.mark.parametrize("options", list(EXTRA_OPTION_SETS), ids=str)
+@pytest.mark.parametrize(
+    "index",
+    [i for i, (name, _) in enumerate(SYNTHETIC) if name in MORE_OPTIONS_SCENARIOS],
+    ids=lambda i: str(SYNTHETIC[i]),
+)
+def test_synthetic_captures_more_options(
+    index: int, options: str, programs: dict[Config, PpingProgram]
+) -> None:
+    assert_same(synthetic(index), config_of(EXTRA_OPTION_SETS[options]), programs)
+
+
+# -- corner cases of the replay itself ------------------------------------------------
+
+
+def _pcap(linktype: int, packets: list[tuple[int, bytes]]) -> bytes:
+    out = [struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, linktype)]
+    for t, data in packets:
+        out.append(struct.pack("<IIII", t // 10**9, t % 10**9, len(data), len(data)))
+        out.append(data)
+    return b"".join(out)
+
+
+def _tcp_ipv6(
+    src: int, dst: int, sport: int, dport: int, flags: int, tsval: int, tsecr: int, payload: int,
+    ext_headers: int = 0, ext_len: int = 0,
+) -> bytes:  # fmt: skip
+    """Ethernet + IPv6 (+ hop-by-hop options of (ext_len + 1) * 8 bytes each) + TCP."""
+    exts = b""
+    for i in range(ext_headers):
+        nxt = 6 if i == ext_headers - 1 else 0
+        exts += bytes((nxt, ext_len)) + bytes((ext_len + 1) * 8 - 2)
+    tcp = struct.pack(
+        "!HHIIBBHHHBBBBII", sport, dport, 0, 0, 8 << 4, flags, 0, 0, 0, 1, 1, 8, 10, tsval, tsecr
+    )
+    first = 0 if ext_headers else 6
+    plen = len(exts) + len(tcp) + payload
+    ip = struct.pack(
+        "!IHBB16s16s", 6 << 28, plen, first, 64, src.to_bytes(16, "big"), dst.to_bytes(16, "big")
+    )
+    return bytes(12) + b"\x86\xdd" + ip + exts + tcp + bytes(payload)
+
+
+def test_headers_beyond_the_test_run_limit(programs: dict[Config, PpingProgram]) -> None:
+    """Frames over 3712 bytes: cut when that changes nothing, else a minimal frame."""
+    t = 1_700_000_000 * 10**9
+    packets = [
+        # Whole headers in the first bytes, a jumbo payload: cut.
+        (t, _tcp_ipv6(1, 2, 1000, 80, 0x18, 100, 0, 8000)),
+        # TCP after 3 x 1.5 KiB of extension headers: parsed here, minimal frame.
+        (t + 5_000_000, _tcp_ipv6(2, 1, 80, 1000, 0x18, 500, 100, 100, 3, 191)),
+        (t + 9_000_000, _tcp_ipv6(1, 2, 1000, 80, 0x18, 101, 500, 8000, 3, 191)),
+        (t + 19_000_000, _tcp_ipv6(2, 1, 80, 1000, 0x10, 501, 101, 0)),
+        # A fourth extension header: the cut frame gets the same verdict.
+        (t + 20_000_000, _tcp_ipv6(2, 1, 80, 1000, 0x18, 502, 101, 10, 4, 120)),
+    ]
+    raw = _pcap(1, packets)
+    for options in ("r0-T-C-s", "r100"):
+        assert_same(raw, config_of(OPTION_SETS[options]), programs)
+
+
+def _pcapng(offsets_s: list[int], packets: list[tuple[int, int, bytes]]) -> bytes:
+    """A pcapng file: Ethernet interfaces (ns ticks, if_tsoffset in seconds), then
+    (interface, ticks, frame) enhanced packet blocks."""
+
+    def block(kind: int, body: bytes) -> bytes:
+        return struct.pack("<II", kind, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+    blocks = [block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))]
+    for offset in offsets_s:
+        options = struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HHq", 14, 8, offset)
+        blocks.append(block(1, struct.pack("<HHI", 1, 0, 0) + options + bytes(4)))
+    for interface, ticks, data in packets:
+        body = struct.pack(
+            "<IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF, len(data), len(data)
+        )
+        blocks.append(block(6, body + data + bytes(-len(data) % 4)))
+    return b"".join(blocks)
+
+
+def test_time_beyond_64_bits(programs: dict[Config, PpingProgram]) -> None:
+    """Capture times that no 64-bit clock holds: the program's clock is moved."""
+    offsets = [0, 1 << 36, 1 << 37]  # seconds: 2^36 s is more than 2^64 ns
+    packets = []
+    for interface in range(3):
+        start = 1_000_000_000
+        packets += [
+            (interface, start, _tcp_ipv6(1, 2, 1000, 80, 0x18, 10, 0, 100)),
+            (interface, start + 3_000_000, _tcp_ipv6(2, 1, 80, 1000, 0x18, 70, 10, 100)),
+            (interface, start + 7_000_000, _tcp_ipv6(1, 2, 1000, 80, 0x18, 11, 70, 100)),
+            (interface, start + 9_000_000, _tcp_ipv6(2, 1, 80, 1000, 0x10, 71, 11, 0)),
+        ]
+    raw = _pcapng(offsets, packets)
+    assert_same(raw, config_of(OPTION_SETS["r0"]), programs)
+    assert_same(raw, config_of(OPTION_SETS["r0"]), programs, merge_interfaces=True)
+    # Without clean-up the first era's entries stay, with times the moved clock clamps:
+    # events and counters still agree (the tables' times cannot).
+    assert_same(raw, config_of(EXTRA_OPTION_SETS["no-cleanup"]), programs, tables=False)
+
+
+def _ipv4(src: int, dst: int, proto: int, l4: bytes, payload: int) -> bytes:
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4) + payload, 0, 0, 64, proto, 0,
+        bytes((10, 0, 0, src)), bytes((10, 0, 0, dst)),
+    )  # fmt: skip
+    return bytes(12) + b"\x08\x00" + header + l4 + bytes(payload)
+
+
+def _tcp4(
+    src: int, dst: int, sport: int, dport: int, flags: int, tsval: int, tsecr: int, payload: int = 0
+) -> bytes:
+    tcp = struct.pack(
+        "!HHIIBBHHHBBBBII", sport, dport, 0, 0, 8 << 4, flags, 0, 0, 0, 1, 1, 8, 10, tsval, tsecr
+    )
+    return _ipv4(src, dst, 6, tcp, payload)
+
+
+def _echo4(src: int, dst: int, request: bool, ident: int, seq: int) -> bytes:
+    return _ipv4(src, dst, 1, struct.pack("!BBHHH", 8 if request else 0, 0, 0, ident, seq), 56)
+
+
+MS = 1_000_000
+S = 1_000_000_000
+ACK, PSH_ACK, SYN, SYN_ACK, FIN_ACK, RST = 0x10, 0x18, 0x02, 0x12, 0x11, 0x04
+
+
+def boundary_capture() -> bytes:
+    """Packets placed exactly on the specification's limits (see test_boundaries)."""
+    t0 = 1_700_000_000 * S
+    packets: list[tuple[int, bytes]] = []
+
+    def at(t: int, frame: bytes) -> None:
+        packets.append((t0 + t, frame))
+
+    # Handshake, then two segments at the same time, then one exactly 100 ms later.
+    at(0, _tcp4(1, 2, 1000, 80, SYN, 100, 0))
+    at(10 * MS, _tcp4(2, 1, 80, 1000, SYN_ACK, 500, 100))
+    at(20 * MS, _tcp4(1, 2, 1000, 80, PSH_ACK, 101, 500, 100))
+    at(20 * MS, _tcp4(1, 2, 1000, 80, PSH_ACK, 102, 500, 100))
+    at(120 * MS, _tcp4(1, 2, 1000, 80, PSH_ACK, 103, 500, 100))
+    at(220 * MS, _tcp4(2, 1, 80, 1000, ACK, 501, 103))  # an RTT of exactly 100 ms
+    # ICMP: a request sequence seen again at once (its entry is as old as the direction).
+    at(300 * MS, _echo4(1, 3, True, 7, 5))
+    at(301 * MS, _echo4(1, 3, True, 7, 6))
+    at(302 * MS, _echo4(1, 3, True, 7, 5))
+    at(303 * MS, _echo4(3, 1, False, 7, 5))
+    # TSvals exactly 2^31 apart: neither is newer than the other.
+    for i, tsval in enumerate((1000, 1001, 1001 + (1 << 31), 1002, 1003 + (1 << 31), 1004)):
+        at(350 * MS + i * MS, _tcp4(9, 10, 4000, 80, PSH_ACK, tsval & 0xFFFFFFFF, 50, 10))
+        at(350 * MS + i * MS + 500_000, _tcp4(10, 9, 80, 4000, ACK, 50, tsval & 0xFFFFFFFF))
+    # A data segment every 100 ms for 12 s, never acknowledged: timestamps reach 10 s
+    # of age exactly at a clean-up; with a tiny table, refusals 1 s apart exactly.
+    for i in range(120):
+        at(400 * MS + i * 100 * MS, _tcp4(1, 2, 1000, 80, PSH_ACK, 200 + i, 500, 10))
+    # A direction without RTT: its timestamp is exactly 10 s old at the clean-up of
+    # 10.6 s, so it still matches just after.
+    at(500 * MS, _tcp4(11, 12, 5000, 80, PSH_ACK, 1, 70, 10))
+    at(600 * MS, _tcp4(11, 12, 5000, 80, PSH_ACK, 2, 70, 10))
+    at(10_600 * MS + 1 * MS, _tcp4(12, 11, 80, 5000, ACK, 70, 2))
+    # Then acknowledged 200 ms later (srtt known; the rest reach 200 ms exactly).
+    for i in range(20):
+        t = 12_400 * MS + i * 100 * MS
+        at(t, _tcp4(1, 2, 1000, 80, PSH_ACK, 400 + i, 500, 10))
+        if i % 4 == 0:
+            at(t + 200 * MS, _tcp4(2, 1, 80, 1000, ACK, 600 + i, 400 + i))
+    # A flow that never opens and an ICMP flow; other traffic exactly 30 s later (and
+    # just after), so a clean-up falls on their lifetime, and a reply in between.
+    at(15 * S, _tcp4(4, 5, 2000, 22, PSH_ACK, 1, 0, 10))
+    at(15 * S, _echo4(4, 6, True, 9, 1))
+    at(15 * S + 1 * MS, _echo4(6, 4, False, 9, 1))
+    at(45 * S + 50 * MS, _tcp4(5, 4, 22, 2000, ACK, 9, 1))
+    # The first connection's data direction was last stamped at 14.3 s: a clean-up at
+    # exactly 314.3 s leaves it (300 s is not more than 300 s), the next one ends it.
+    for t in (45 * S, 45 * S + 100 * MS, 314 * S + 300 * MS, 314 * S + 350 * MS):
+        at(t, _tcp4(7, 8, 3000, 443, PSH_ACK, t // MS, 0, 10))
+    # The first connection again, then FIN, its ACK, RST; and a new one on the tuple.
+    at(315 * S, _tcp4(1, 2, 1000, 80, FIN_ACK, 900, 619))
+    at(315 * S + 5 * MS, _tcp4(2, 1, 80, 1000, ACK, 950, 900))
+    at(315 * S + 6 * MS, _tcp4(2, 1, 80, 1000, RST, 951, 900))
+    at(315 * S + 6 * MS, _tcp4(1, 2, 1000, 80, SYN, 5, 0))
+    at(315 * S + 7 * MS, _tcp4(2, 1, 80, 1000, SYN_ACK, 6, 5))
+    packets.sort(key=lambda packet: packet[0])
+    return _pcap(1, packets)
+
+
+BOUNDARY_OPTIONS = [
+    ["-r", "0", "-c", "0.1", "-T", "-C", "-s"],
+    ["-r", "100", "-c", "0.1", "-T", "-C", "-s"],
+    ["-r", "100", "-c", "0.1", "-R", "1", "-T", "-C", "-s"],
+    ["-r", "0", "-c", "0.1", "-T", "-C", "--max-flows", "2", "--max-timestamps", "3"],
+    ["-r", "0", "-c", "1", "-T", "-C", "-s", "--max-flows", "1", "--max-timestamps", "1"],
+    ["-r", "0", "-c", "0", "-T", "-C", "-s"],
+]
+
+
+@pytest.mark.parametrize("options", BOUNDARY_OPTIONS, ids=" ".join)
+def test_boundaries(options: list[str], programs: dict[Config, PpingProgram]) -> None:
+    """Every `<` of the specification met with equality, through both data paths."""
+    assert_same(boundary_capture(), config_of(options), programs)
+
+
+def test_command_line(tmp_path: Path) -> None:
+    """`--datapath kernel` prints what `--datapath python` prints."""
+    capture = DATA / "pcapplusplus__pcapng-example.pcapng"
+    outputs = []
+    for datapath in ("python", "kernel"):
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["--read", str(capture), "-r", "0", "-T", "-C", "-s", "-F", "jsonl"]
+        code = main([*argv, "--datapath", datapath], stdout=out, stderr=err)
+        outputs.append((code, out.getvalue(), err.getvalue()))
+    assert outputs[0][1]
+    assert outputs[1] == outputs[0]
+
+
+# -- speed (reported, not asserted) ----------------------------------------------------
+
+
+def _kernel_run(config: Config, raw: bytes) -> list[Event | str]:
+    session = KernelReplay(config)
+    try:
+        return collect(session.run(CaptureReader(io.BytesIO(raw))))
+    finally:
+        session.close()
+
+
+@pytest.mark.slow
+def test_replay_speed(record_property: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    raw, truth = tracegen.bulk(seed=7, flows=4, packets=200_000)
+    config = config_of(["-r", "0"])
+    rates = {}
+    for name, run in (
+        ("kernel", lambda: _kernel_run(config, raw)),
+        ("python engine", lambda: collect(replay(Engine(config), CaptureReader(io.BytesIO(raw))))),
+    ):
+        start = time.perf_counter()
+        run()
+        rates[name] = truth.packets / (time.perf_counter() - start)
+        record_property(f"{name} packets/s", round(rates[name]))
+    with capsys.disabled():
+        print(
+            f"\nreplay of {truth.packets} packets: "
+            + ", ".join(f"{name} {rate / 1000:.0f}k packets/s" for name, rate in rates.items())
+        )

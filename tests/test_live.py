@@ -1,0 +1,698 @@
+"""Live monitoring: `pping -i` on a test bed with a known delay, and what it leaves behind.
+
+pping runs as a subprocess inside the client's namespace (`ip netns exec ... pping -i
+eth0`), watches real traffic through the delay relay (15 ms of round trip), and is
+stopped with a signal; the tests check its RTTs against the path and the sender's
+tcp_info, and that no program stays attached however pping ends. Needs root, the
+test bed (iproute2, namespaces) and the built BPF object (`make -C bpf`); skipped
+otherwise. About a minute in all.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tracegen
+from pping import testbed
+from pping.cli import build_parser, config_from_args, main
+from pping.config import Config
+from pping.engine import Engine
+from pping.errors import KernelError
+from pping.events import Counters, Event, RttEvent
+from pping.kernel import abi, libbpf
+from pping.kernel.program import object_path
+from pping.kernel.replay import KernelReplay, load_replay_program
+from pping.replay import replay
+from pping.sources.kernel import LiveCleanup, LiveMonitor, delete_keys
+from pping.sources.pcap import CaptureReader
+from pping.testbed import Testbed, ping, tcp_bulk
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "live monitoring needs root (CAP_BPF and CAP_NET_ADMIN)"
+    reason = testbed.unavailable_reason()
+    if reason is not None:
+        return reason
+    try:
+        object_path()
+    except KernelError as error:
+        return str(error)
+    return None
+
+
+REASON = _skip_reason()
+pytestmark = [
+    pytest.mark.privileged,
+    pytest.mark.skipif(REASON is not None, reason=REASON or ""),
+]
+needs_ping = pytest.mark.skipif(
+    shutil.which("ping") is None,
+    reason="the system ping is missing (Debian: apt-get install iputils-ping)",
+)
+
+ONE_WAY_MS = 7.5
+PATH_RTT_NS = round(2 * ONE_WAY_MS * 1_000_000)
+RATE_BPS = 20e6
+BULK_SECONDS = 4.0
+MS = 1_000_000
+BPF_TCX_INGRESS = 46
+BPF_TCX_EGRESS = 47
+
+# -- the kernel's view: what is attached, which programs exist ------------------------
+
+_libbpf: ctypes.CDLL | None = None
+
+
+def _lib() -> ctypes.CDLL:
+    """A handle of our own on libbpf (the binding's declarations stay untouched)."""
+    global _libbpf
+    if _libbpf is None:
+        lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        u32p = ctypes.POINTER(ctypes.c_uint32)
+        lib.bpf_prog_query.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_uint32,
+            u32p,
+            u32p,
+            u32p,
+        ]
+        lib.bpf_prog_query.restype = ctypes.c_int
+        lib.bpf_prog_get_fd_by_id.argtypes = [ctypes.c_uint32]
+        lib.bpf_prog_get_fd_by_id.restype = ctypes.c_int
+        _libbpf = lib
+    return _libbpf
+
+
+def _tcx_programs_here(ifname: str) -> dict[str, list[int]]:
+    """Program ids on the tcx hooks of `ifname` (run inside its namespace)."""
+    ifindex = socket.if_nametoindex(ifname)
+    found = {}
+    for name, attach_type in (("ingress", BPF_TCX_INGRESS), ("egress", BPF_TCX_EGRESS)):
+        ids = (ctypes.c_uint32 * 64)()
+        count = ctypes.c_uint32(64)
+        flags = ctypes.c_uint32(0)
+        result = _lib().bpf_prog_query(
+            ifindex, attach_type, 0, ctypes.byref(flags), ids, ctypes.byref(count)
+        )
+        if result < 0:
+            raise OSError(-result, f"BPF_PROG_QUERY {ifname} {name}: {os.strerror(-result)}")
+        found[name] = list(ids[: count.value])
+    return found
+
+
+def tcx_programs(tb: Testbed, ifname: str = "eth0") -> dict[str, list[int]]:
+    return tb.call(tb.client, lambda: _tcx_programs_here(ifname), 10)
+
+
+def program_exists(prog_id: int) -> bool:
+    fd = _lib().bpf_prog_get_fd_by_id(prog_id)
+    if fd >= 0:
+        os.close(fd)
+        return True
+    return False
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def tc(tb: Testbed, *args: str) -> str:
+    return tb.run(tb.client, ["tc", *args]).stdout
+
+
+# -- running pping --------------------------------------------------------------------
+
+
+class Pping:
+    """`pping -i ...` inside the client namespace, output to files."""
+
+    def __init__(
+        self,
+        tb: Testbed,
+        tmp_path: Path,
+        options: list[str],
+        env: dict[str, str] | None = None,
+        interfaces: tuple[str, ...] = ("eth0",),
+    ) -> None:
+        self.tb = tb
+        self.out_path = tmp_path / "out"
+        self.err_path = tmp_path / "err"
+        argv = [sys.executable, "-m", "pping.cli"]
+        for name in interfaces:
+            argv += ["-i", name]
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = tb.popen(tb.client, [*argv, *options], stdout=out, stderr=err, env=env)
+        self.returncode: int | None = None
+
+    def wait_attached(self, clsact: bool = False) -> None:
+        def attached() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pping exited early: {self.stderr()}")
+            if clsact:
+                return "pping_tc_egress" in tc(self.tb, "filter", "show", "dev", "eth0", "egress")
+            programs = tcx_programs(self.tb)
+            return bool(programs["ingress"] and programs["egress"])
+
+        wait_until(attached, 15, "pping to attach")
+
+    def stop(self, signum: int = signal.SIGINT, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        self.returncode = self.proc.wait(timeout)
+        return self.returncode
+
+    def stdout(self) -> str:
+        return self.out_path.read_text()
+
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout().splitlines() if line.strip()]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def run_pping(tmp_path: Path) -> Iterator[Callable[..., Pping]]:
+    started: list[Pping] = []
+
+    def start(tb: Testbed, options: list[str], **kwargs: Any) -> Pping:
+        directory = tmp_path / str(len(started))
+        directory.mkdir()
+        pping = Pping(tb, directory, options, **kwargs)
+        started.append(pping)
+        return pping
+
+    yield start
+    for pping in started:
+        pping.kill()
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[Testbed]:
+    with Testbed(delay_ms=ONE_WAY_MS) as tb:
+        yield tb
+
+
+def assert_nothing_attached(tb: Testbed, prog_ids: Sequence[int] = ()) -> None:
+    wait_until(
+        lambda: tcx_programs(tb) == {"ingress": [], "egress": []}, 5, "the tcx hooks to empty"
+    )
+    wait_until(lambda: not any(program_exists(i) for i in prog_ids), 5, "the programs to go")
+    assert "clsact" not in tc(tb, "qdisc", "show", "dev", "eth0")
+
+
+def rtt_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if "rtt" in r]
+
+
+# -- measurements ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_tcp_rtts_match_the_path_and_tcp_info(
+    bed: Testbed,
+    ipv6: bool,
+    run_pping: Callable[..., Pping],
+    record_property: Callable[[str, object], None],
+) -> None:
+    pping = run_pping(bed, ["-F", "jsonl", "-r", "0"])
+    pping.wait_attached()
+    attached = tcx_programs(bed)
+    started = time.time_ns()
+    (conn,) = tcp_bulk(bed, seconds=BULK_SECONDS, rate_bps=RATE_BPS, ipv6=ipv6)
+    time.sleep(0.3)  # the last ACKs
+    ended = time.time_ns()
+    assert pping.stop() == 0, pping.stderr()
+    records = pping.records()
+    client_port = conn.client[1]
+    mine = [
+        r
+        for r in rtt_records(records)
+        if r["dest_port"] == client_port and r["src_ip"] == bed.server.addr(ipv6)
+    ]
+    rtts = [r["rtt"] for r in mine]
+    tcp_min_ns = conn.sender.min_rtt_us * 1000
+    record_property("samples", len(rtts))
+    record_property("min_rtt_ns", min(rtts, default=0))
+    record_property("tcp_info_min_rtt_us", conn.sender.min_rtt_us)
+    print(
+        f"{'IPv6' if ipv6 else 'IPv4'}: {len(rtts)} RTTs in {BULK_SECONDS} s, min "
+        f"{min(rtts) / MS:.4f} ms, max {max(rtts) / MS:.4f} ms; tcp_info min_rtt "
+        f"{conn.sender.min_rtt_us} us, {conn.throughput_bps / 1e6:.1f} Mbit/s"
+    )
+    assert conn.sender.timestamps
+    assert all(r["protocol"] == "TCP" and not r["match_on_egress"] for r in mine)
+    # The relay holds every frame 7.5 ms each way: no round trip is shorter.
+    assert min(rtts) >= PATH_RTT_NS
+    assert abs(min(rtts) - tcp_min_ns) <= 1 * MS
+    # -r 0: about one sample per ACK that echoes a new TSval (ePPing: 559 in 5 s).
+    assert len(rtts) >= 150 * BULK_SECONDS
+    # Kernel times became wall-clock times.
+    assert all(started <= r["timestamp"] <= ended for r in mine)
+    # Every sample is counted once, and the summary closes the output.
+    summary = records[-1]
+    assert summary["final"] is True
+    assert summary["summary"]["rtt_events"] == len(rtt_records(records))
+    assert "lost" not in pping.stderr()
+    opening = [r for r in records if r.get("flow_event") == "opening"]
+    assert any(r["dest_port"] == client_port for r in opening)
+    prog_ids = attached["ingress"] + attached["egress"]
+    assert_nothing_attached(bed, prog_ids)
+
+
+@needs_ping
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_icmp_echo(bed: Testbed, ipv6: bool, run_pping: Callable[..., Pping]) -> None:
+    pping = run_pping(bed, ["-C", "-F", "jsonl", "-r", "0"])
+    pping.wait_attached()
+    result = ping(bed, count=10, interval=0.05, ipv6=ipv6)
+    time.sleep(0.1)
+    assert pping.stop() == 0, pping.stderr()
+    rtts = [r["rtt"] for r in rtt_records(pping.records())]
+    assert result.received == 10
+    assert len(rtts) == 10
+    assert {r["protocol"] for r in rtt_records(pping.records())} == {"ICMPv6" if ipv6 else "ICMP"}
+    assert min(rtts) >= PATH_RTT_NS
+    # ping measures in user space, a little later than the tc hooks on both ends.
+    assert min(rtts) <= min(result.rtts_ms) * MS + 0.1 * MS
+    assert max(rtts) <= max(result.rtts_ms) * MS + 0.1 * MS
+    assert_nothing_attached(bed)
+
+
+FORWARDING_SYSCTLS = ("net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forwarding")
+
+
+@needs_ping
+@pytest.mark.parametrize(
+    "forwarding",
+    [
+        pytest.param(
+            False,
+            id="end-host",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="kernel program: is_local() takes only BPF_FIB_LKUP_RET_NOT_FWDED for "
+                "local; with forwarding off bpf_fib_lookup answers FWD_DISABLED (ePPing "
+                "counts both as local)",
+            ),
+        ),
+        pytest.param(True, id="router"),
+    ],
+)
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_local_filter_and_include_local(
+    bed: Testbed, ipv6: bool, forwarding: bool, run_pping: Callable[..., Pping]
+) -> None:
+    """Echo requests from the server arrive addressed to the client: not timestamped
+    (ePPing's default), unless -l; then the client's own replies give the samples.
+    On an end host (forwarding off, the usual case) as on a router."""
+    command = ["ping", "-n", "-c", "5", "-i", "0.05", bed.client.addr(ipv6)]
+    counts = {}
+    value = "1" if forwarding else "0"
+    for name in FORWARDING_SYSCTLS:
+        bed.run(bed.client, ["sysctl", "-qw", f"{name}={value}"])
+    try:
+        for options in ([], ["-l"]):
+            pping = run_pping(bed, ["-C", "-F", "jsonl", "-r", "0", *options])
+            pping.wait_attached()
+            bed.run(bed.server, command)
+            assert pping.stop() == 0, pping.stderr()
+            rtts = rtt_records(pping.records())
+            counts[bool(options)] = len(rtts)
+            # The reply leaves the client at once: microseconds, seen on egress.
+            assert all(r["rtt"] < MS and r["match_on_egress"] for r in rtts)
+    finally:
+        for name in FORWARDING_SYSCTLS:
+            bed.run(bed.client, ["sysctl", "-qw", f"{name}=0"])
+    assert counts == {False: 0, True: 5}
+
+
+@pytest.mark.slow
+def test_map_full_warnings_once_a_second_per_table(
+    bed: Testbed, run_pping: Callable[..., Pping]
+) -> None:
+    pping = run_pping(bed, ["-F", "jsonl", "-r", "0", "--max-timestamps", "4"])
+    pping.wait_attached()
+    tcp_bulk(bed, seconds=2.5, rate_bps=RATE_BPS)
+    assert pping.stop() == 0, pping.stderr()
+    records = pping.records()
+    full = [r for r in records if "map_full" in r]
+    summary = records[-1]["summary"]
+    assert summary["timestamps_table_full"] > 100  # refused many times...
+    assert 1 <= len(full) <= 4  # ...reported at most once a second
+    assert {r["map_full"] for r in full} == {"timestamps"}
+    times = sorted(r["timestamp"] for r in full)
+    assert all(b - a >= 1_000_000_000 for a, b in itertools.pairwise(times))
+    warnings = [line for line in pping.stderr().splitlines() if "Unable to create" in line]
+    assert len(warnings) == len(full)
+
+
+@needs_ping
+def test_standard_format_and_counters_on_sigusr1(
+    bed: Testbed, run_pping: Callable[..., Pping]
+) -> None:
+    pping = run_pping(bed, ["-C", "-r", "0"])
+    pping.wait_attached()
+    ping(bed, count=3, interval=0.05)
+    pping.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: "Counters so far" in pping.stderr(), 5, "the counters")
+    assert pping.proc.poll() is None  # SIGUSR1 does not stop it
+    assert pping.stop(signal.SIGTERM) == 0
+    lines = pping.stdout().splitlines()
+    rtt_lines = [line for line in lines if " ms " in line]
+    assert len(rtt_lines) == 3
+    for line in rtt_lines:
+        fields = line.split()
+        assert fields[2] == "ms" and fields[4] == "ms" and fields[5] == "ICMP"
+        assert float(fields[1]) >= 15.0
+        assert fields[6].startswith(f"{bed.server.ipv4}:")
+    err = pping.stderr()
+    assert "Counters so far: " in err and "3 RTT events" in err
+    assert err.index("Counters so far") < err.index("Summary: ")
+    assert_nothing_attached(bed)
+
+
+@needs_ping
+def test_sighup_reopens_the_output_file(
+    bed: Testbed, run_pping: Callable[..., Pping], tmp_path: Path
+) -> None:
+    first = tmp_path / "rtts.jsonl"
+    rotated = tmp_path / "rtts.jsonl.1"
+    pping = run_pping(bed, ["-C", "-F", "jsonl", "-r", "0", "-w", str(first)])
+    pping.wait_attached()
+    ping(bed, count=2, interval=0.05)
+    first.rename(rotated)  # what logrotate does
+    pping.proc.send_signal(signal.SIGHUP)
+    wait_until(first.exists, 5, "the new output file")
+    ping(bed, count=3, interval=0.05)
+    assert pping.stop() == 0, pping.stderr()
+
+    def rtts_in(path: Path) -> int:
+        return sum('"rtt"' in line for line in path.read_text().splitlines())
+
+    assert (rtts_in(rotated), rtts_in(first)) == (2, 3)
+
+
+@needs_ping
+def test_several_interfaces_in_one_process(bed: Testbed, run_pping: Callable[..., Pping]) -> None:
+    pping = run_pping(bed, ["-C", "-F", "jsonl", "-r", "0"], interfaces=("eth0", "lo"))
+    pping.wait_attached()
+    wait_until(
+        lambda: all(bed.call(bed.client, lambda: _tcx_programs_here("lo"), 10).values()),
+        5,
+        "the attachment to lo",
+    )
+    ping(bed, count=3, interval=0.05)
+    # Not 127.0.0.1 itself: a flow whose two ends are one endpoint has one direction.
+    bed.run(bed.client, ["ping", "-n", "-c", "3", "-i", "0.05", "127.0.0.2"])
+    assert pping.stop() == 0, pping.stderr()
+    rtts = rtt_records(pping.records())
+    over_eth0 = [r for r in rtts if r["src_ip"] == bed.server.ipv4]
+    over_lo = [r for r in rtts if r["src_ip"] == "127.0.0.2"]
+    assert len(over_eth0) == 3 and all(r["rtt"] >= PATH_RTT_NS for r in over_eth0)
+    assert len(over_lo) == 3 and all(r["rtt"] < PATH_RTT_NS for r in over_lo)
+    assert all(r["match_on_egress"] for r in over_lo)  # the reply leaves before it arrives
+    assert bed.call(bed.client, lambda: _tcx_programs_here("lo"), 10) == {
+        "ingress": [],
+        "egress": [],
+    }
+
+
+class SlowSink:
+    """A sink slower than the traffic: the ring buffer overflows behind it."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.counters: list[Counters] = []
+
+    def write(self, event: Event) -> None:
+        time.sleep(0.005)
+        self.events.append(event)
+
+    def write_counters(self, counters: Counters, final: bool) -> None:
+        self.counters.append(counters)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_lost_events_are_counted_and_reported(bed: Testbed) -> None:
+    """In-process (a thread in the client's namespace), with a one-page ring buffer."""
+    err = io.StringIO()
+    sink = SlowSink()
+    monitors: list[LiveMonitor] = []
+
+    def monitor() -> Counters:
+        with LiveMonitor(Config(rate_limit_ns=0), ["eth0"], ringbuf_bytes=4096, err=err) as m:
+            monitors.append(m)
+            m.run(sink, duration_s=4.0)
+        return m.close()
+
+    future = bed.spawn(bed.client, monitor)
+    wait_until(lambda: bool(monitors) or future.done(), 10, "the monitor to start")
+    tcp_bulk(bed, seconds=2.0, rate_bps=RATE_BPS)
+    counters = future.result(30)
+    delivered = sum(1 for e in sink.events if isinstance(e, RttEvent))
+    assert counters.rtt_events > delivered > 0
+    assert "events lost (ring buffer full)" in err.getvalue()
+    assert_nothing_attached(bed)
+
+
+# -- what stays behind ----------------------------------------------------------------
+
+
+def test_sigkill_leaves_nothing_attached(bed: Testbed, run_pping: Callable[..., Pping]) -> None:
+    pping = run_pping(bed, ["-r", "0"])
+    pping.wait_attached()
+    attached = tcx_programs(bed)
+    prog_ids = attached["ingress"] + attached["egress"]
+    assert len(prog_ids) == 2 and all(program_exists(i) for i in prog_ids)
+    pping.stop(signal.SIGKILL)
+    assert pping.returncode == -signal.SIGKILL
+    assert_nothing_attached(bed, prog_ids)
+
+
+def test_interface_removed_while_running(run_pping: Callable[..., Pping]) -> None:
+    with Testbed(relay=False) as tb:
+        pping = run_pping(tb, ["-r", "0"])
+        pping.wait_attached()
+        attached = tcx_programs(tb)
+        tb.run(tb.client, ["ip", "link", "del", "eth0"])
+        returncode = pping.proc.wait(10)
+        err = pping.stderr().splitlines()
+        assert returncode != 0
+        assert err[-1] == "pping: interface eth0 disappeared; stopping"
+        assert err[0].startswith("Summary: ")  # the counters still come
+        wait_until(
+            lambda: not any(program_exists(i) for i in attached["ingress"] + attached["egress"]),
+            5,
+            "the programs to go",
+        )
+
+
+def test_clsact_fallback_removes_what_it_created(
+    bed: Testbed, run_pping: Callable[..., Pping]
+) -> None:
+    assert "clsact" not in tc(bed, "qdisc", "show", "dev", "eth0")
+    pping = run_pping(bed, ["-r", "0"], env={**os.environ, "PPING_ATTACH": "clsact"})
+    pping.wait_attached(clsact=True)
+    assert "clsact" in tc(bed, "qdisc", "show", "dev", "eth0")
+    assert "pping_tc_ingres" in tc(bed, "filter", "show", "dev", "eth0", "ingress")
+    assert tcx_programs(bed) == {"ingress": [], "egress": []}
+    assert pping.stop() == 0, pping.stderr()
+    assert "clsact" not in tc(bed, "qdisc", "show", "dev", "eth0")
+
+
+def _filter_ids(tb: Testbed, hook: str) -> set[int]:
+    text = tc(tb, "filter", "show", "dev", "eth0", hook)
+    return {int(m) for m in re.findall(r" id (\d+)", text)}
+
+
+def test_clsact_of_someone_else_is_kept(bed: Testbed, run_pping: Callable[..., Pping]) -> None:
+    tc(bed, "qdisc", "add", "dev", "eth0", "clsact")
+    theirs = load_replay_program(Config())  # someone else's filter: any tc program
+    try:
+
+        def add_their_filter() -> None:
+            hook = libbpf.tc_hook(socket.if_nametoindex("eth0"), libbpf.BPF_TC_INGRESS)
+            libbpf.tc_attach(hook, theirs.program_fds[abi.PROGRAM_INGRESS], priority=1)
+
+        bed.call(bed.client, add_their_filter, 10)
+        (their_id,) = _filter_ids(bed, "ingress")
+        pping = run_pping(bed, ["-r", "0"], env={**os.environ, "PPING_ATTACH": "clsact"})
+        pping.wait_attached(clsact=True)
+        pping_ids = (_filter_ids(bed, "ingress") | _filter_ids(bed, "egress")) - {their_id}
+        assert len(pping_ids) == 2
+        assert pping.stop() == 0, pping.stderr()
+        assert "clsact" in tc(bed, "qdisc", "show", "dev", "eth0")
+        assert _filter_ids(bed, "ingress") == {their_id}
+        assert _filter_ids(bed, "egress") == set()
+        wait_until(lambda: not any(map(program_exists, pping_ids)), 5, "the programs to go")
+    finally:
+        bed.run(bed.client, ["tc", "qdisc", "del", "dev", "eth0", "clsact"], check=False)
+        theirs.close()
+
+
+# -- refusals -------------------------------------------------------------------------
+
+
+def test_without_privileges_one_clear_line(bed: Testbed) -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is missing")
+    proc = bed.run(
+        bed.client,
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+         sys.executable, "-m", "pping.cli", "-i", "eth0"],
+        check=False,
+    )  # fmt: skip
+    if "Permission denied" in proc.stderr and "pping" not in proc.stderr:
+        pytest.skip(f"user nobody cannot run this interpreter: {proc.stderr.strip()}")
+    assert proc.returncode != 0
+    assert proc.stderr == "pping: need root (CAP_BPF and CAP_NET_ADMIN) to monitor eth0\n"
+    assert proc.stdout == ""
+
+
+def test_missing_interface() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["-i", "nosuch0"], stdout=out, stderr=err) == KernelError.exit_code
+    assert err.getvalue() == "pping: failed to attach to nosuch0: No such device\n"
+    assert out.getvalue() == ""
+
+
+# -- the live clean-up follows the specification --------------------------------------
+
+
+class LiveCleanupReplay(KernelReplay):
+    """The capture replay with its clean-up replaced by the live monitor's."""
+
+    def __init__(self, config: Config, program: Any) -> None:
+        super().__init__(config, False, program)
+        self.live = LiveCleanup(self.program)
+
+    def _expire(self, now: int) -> list[Event]:
+        base = self.base
+        if base is None:
+            return []
+        if not 0 <= now - base <= libbpf.U64_MAX:
+            # A capture whose clock jumps by centuries: beyond the program's clock,
+            # which a live clock never is. The replay's own clean-up handles it.
+            events = super()._expire(now)
+            self.live.timestamps_expired += self.counters.timestamps_expired
+            self.live.flows_expired += self.counters.flows_expired
+            self.counters.timestamps_expired = self.counters.flows_expired = 0
+            return events
+        return self.live.run(now - base, base)
+
+    def finish(self, counters: Counters, check: bool = True) -> None:
+        self.counters.timestamps_expired = self.live.timestamps_expired
+        self.counters.flows_expired = self.live.flows_expired
+        super().finish(counters, check)
+
+
+def _outstanding_engine(engine: Engine) -> dict[Any, tuple[int, int]]:
+    return {
+        key: (dual.first.outstanding, dual.second.outstanding) for key, dual in engine.flows.items()
+    }
+
+
+def _outstanding_kernel(program: Any) -> dict[Any, tuple[int, int]]:
+    keys, values = libbpf.map_lookup_batch(
+        program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+    )
+    return {
+        (int(k["link"]), int(k["proto"]), bytes(k["saddr"]), int(k["sport"]),
+         bytes(k["daddr"]), int(k["dport"])): (
+            int(v["dir"]["outstanding"][0]), int(v["dir"]["outstanding"][1]))
+        for k, v in zip(keys, values, strict=True)
+    }  # fmt: skip
+
+
+CAPTURES = sorted(p for p in (Path(__file__).parent / "data" / "pcaps").glob("*.pcap*"))
+SCENARIOS = [
+    ("bulk", {"flows": 3, "packets": 20_000}),
+    ("many_flows", {"flows": 200, "packets": 20_000}),
+    ("fin_reuse", {}),
+    ("handshake_rst", {}),
+    ("loss", {}),
+    ("app_limited", {}),
+    ("icmp_echo", {}),
+    ("icmp_echo", {"ip_version": 6}),
+]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["-r", "0", "-c", "0.1", "-T", "-C", "-s"], ["-r", "0", "-T", "-C", "-s"], ["-r", "100"]],
+    ids=["r0-c0.1", "r0", "r100"],
+)
+def test_live_cleanup_gives_the_engines_events(options: list[str]) -> None:
+    """Replayed through the kernel program with the live clean-up, every capture gives
+    the events, counters and outstanding counts of the reference engine."""
+    config = config_from_args(build_parser().parse_args(["--read", "-", *options]))
+    raws = [p.read_bytes() for p in CAPTURES]
+    raws += [tracegen.SCENARIOS[name](seed=7, **kwargs)[0] for name, kwargs in SCENARIOS]
+    program = load_replay_program(config)
+    try:
+        for index, raw in enumerate(raws):
+            engine = Engine(config)
+            try:
+                expected = list(replay(engine, CaptureReader(io.BytesIO(raw))))
+            except Exception:
+                continue  # a corrupt capture: the parity tests cover its prefix
+            session = LiveCleanupReplay(config, program)
+            got = list(session.run(CaptureReader(io.BytesIO(raw))))
+            counters = Counters()
+            session.finish(counters)
+            assert got == expected, f"capture {index}"
+            assert counters == engine.counters, f"capture {index}"
+            assert _outstanding_kernel(program) == _outstanding_engine(engine), f"capture {index}"
+    finally:
+        program.close()
+
+
+def test_delete_keys_skips_keys_already_gone() -> None:
+    program = load_replay_program(Config())
+    try:
+        keys = np.zeros(6, dtype=abi.TIMESTAMP_KEY_DTYPE)
+        keys["pid"] = np.arange(6)
+        value = np.zeros(1, dtype=np.uint64)
+        for i in (0, 2, 3, 5):
+            libbpf.map_update(program.timestamps_fd, keys[i : i + 1], value)
+        deleted = delete_keys(program.timestamps_fd, keys)
+        assert deleted.tolist() == [True, False, True, True, False, True]
+        left, _ = libbpf.map_lookup_batch(
+            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
+        )
+        assert len(left) == 0
+        assert delete_keys(program.timestamps_fd, keys[:0]).tolist() == []
+    finally:
+        program.close()
