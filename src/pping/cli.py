@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import math
 import os
@@ -210,11 +211,14 @@ def run_capture(
                 events = kernel_replay(reader, config, args.merge_interfaces, engine.counters)
             else:
                 events = fast_replay(engine, reader, args.merge_interfaces)
-            for event in events:
-                if reopen_flag[0]:
-                    reopen_flag[0] = False
-                    _reopen(out, err if err is not None else sys.stderr)
-                sink.write(event)
+            # closing(): if the sink fails mid-way, the data path still finishes its
+            # bookkeeping (the kernel replay adds its counters) before the summary.
+            with contextlib.closing(events):
+                for event in events:
+                    if reopen_flag[0]:
+                        reopen_flag[0] = False
+                        _reopen(out, err if err is not None else sys.stderr)
+                    sink.write(event)
     finally:
         # The events gathered so far and the counters are never lost, even on a
         # corrupt capture: the error is reported after them.

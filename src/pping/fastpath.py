@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -864,7 +864,7 @@ class FastReplay:
 
 def fast_replay(
     engine: Engine, reader: CaptureReader, merge_interfaces: bool = False
-) -> Iterator[Event]:
+) -> Generator[Event, None, None]:
     """The events of `replay.replay`, computed batch by batch (see the module doc)."""
     fast = FastReplay(engine, merge_interfaces)
     for batch in reader.iter_batches():

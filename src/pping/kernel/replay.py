@@ -24,7 +24,7 @@ will do it:
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -597,7 +597,7 @@ def kernel_replay(
     merge_interfaces: bool = False,
     counters: Counters | None = None,
     program: PpingProgram | None = None,
-) -> Iterator[Event]:
+) -> Generator[Event, None, None]:
     """Events of the kernel program for each record, in order, with clean-ups.
 
     The same events as `pping.replay.replay(Engine(config), reader, merge_interfaces)`.
