@@ -82,20 +82,39 @@ class Decoded:
     tsval: I64
     tsecr: I64
     payload: I64
+    key_columns: tuple[list[int], ...] | None = None
 
     def part(self, rows: slice) -> Decoded:
         """The columns of a run of consecutive rows (views, no copies)."""
-        return Decoded(*(getattr(self, name)[rows] for name in self.__slots__))
+        return Decoded(*(getattr(self, name)[rows] for name in COLUMNS))
 
     def direction_key(self, row: int, link: int) -> FlowKey:
-        src = _address_bytes(int(self.src_hi[row]), int(self.src_lo[row]))
-        dst = _address_bytes(int(self.dst_hi[row]), int(self.dst_lo[row]))
-        return (link, IPPROTO_TCP, src, int(self.sport[row]), dst, int(self.dport[row]))
+        """The engine's key of the direction of the packet in `row`.
+
+        Called often per batch: the columns it needs become Python lists once."""
+        columns = self._lists()
+        src = _address_bytes(columns[0][row], columns[1][row])
+        dst = _address_bytes(columns[3][row], columns[4][row])
+        return (link, IPPROTO_TCP, src, columns[2][row], dst, columns[5][row])
+
+    def _lists(self) -> tuple[list[int], ...]:
+        if self.key_columns is None:
+            self.key_columns = tuple(
+                column.tolist()
+                for column in (
+                    self.src_hi, self.src_lo, self.sport, self.dst_hi, self.dst_lo, self.dport
+                )
+            )  # fmt: skip
+        return self.key_columns
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def _address_bytes(hi: int, lo: int) -> bytes:
     return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
+
+
+COLUMNS = ("cls", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "flags", "tsval",
+           "tsecr", "payload")  # fmt: skip
 
 
 class _Fields:
