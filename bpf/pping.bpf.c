@@ -87,6 +87,8 @@ struct pping_abi {
 	struct rtt_event rtt_event;
 	struct flow_event flow_event;
 	struct map_full_event map_full_event;
+	struct release_entry release_entry;
+	struct release_args release_args;
 	enum pping_event_type event_type;
 	enum pping_counter counter;
 	enum pping_conn_state conn_state;
@@ -133,6 +135,13 @@ struct {
 	__type(value, struct warning_state);
 } warnings SEC(".maps");
 
+/*
+ * Input and output of the clean-up program pping_release (see pping.h): a
+ * global in its own data section, i.e. the one-entry array map
+ * ".data.releases", written and read whole by user space.
+ */
+struct release_entry releases[PPING_RELEASE_BATCH] SEC(".data.releases");
+
 /* What the pipeline needs from one packet: packet.PacketInfo. */
 struct packet_info {
 	struct flow_key key;	/* the packet's own direction */
@@ -146,7 +155,9 @@ struct packet_info {
 	__u8 wait_first_edge;
 	__u8 tcp_flags;
 	__u8 is_ipv6;
-	__u8 reserved;
+	__u8 tos;		/* IPv4 TOS (for the FIB lookup of the local filter) */
+	__u32 ip_len;		/* IPv4 total length, IPv6 payload length + 40 */
+	__u32 flowinfo;		/* IPv6 traffic class and flow label, network order */
 };
 
 /* The captured bytes of the packet. */
@@ -154,6 +165,36 @@ struct cursor {
 	void *data;
 	void *data_end;
 };
+
+/*
+ * The fields of a flow entry that ingress, egress and several CPUs can update at
+ * once are changed with atomic adds. `outstanding` never goes below 0: an
+ * underflowed count would keep the entry from ever being deleted. A decrement is
+ * tried only on a non-zero count, and undone if another CPU took the count to 0
+ * in between (so the counter may read 2^32 - 1 for a few instructions, never
+ * longer).
+ */
+static __always_inline void atomic_add_u64(__u64 *value, __u64 delta)
+{
+	__sync_fetch_and_add(value, delta);
+}
+
+static __always_inline void outstanding_inc(__u32 *outstanding)
+{
+	__sync_fetch_and_add(outstanding, 1);
+}
+
+/* Subtracts up to `n` from *outstanding, never below 0. */
+static __always_inline void outstanding_sub(__u32 *outstanding, __u32 n)
+{
+	__u32 old;
+
+	if (n == 0 || *(volatile __u32 *)outstanding == 0)
+		return;
+	old = __sync_fetch_and_add(outstanding, -n);
+	if (old < n)
+		__sync_fetch_and_add(outstanding, n - old);
+}
 
 static __always_inline void count(__u32 index)
 {
@@ -349,6 +390,8 @@ static __always_inline int parse_ipv4(const struct cursor *c, __u32 off,
 	set_mapped_ipv4(info->key.saddr, h + 12);
 	set_mapped_ipv4(info->key.daddr, h + 16);
 	info->is_ipv6 = 0;
+	info->tos = h[1];
+	info->ip_len = total;
 	l4->off = off + ihl;
 	l4->len = total - ihl;
 	l4->proto = h[9];
@@ -397,6 +440,11 @@ static __always_inline int parse_ipv6(const struct cursor *c, __u32 off,
 	if (nxt != IPPROTO_TCP_ && nxt != IPPROTO_ICMPV6_)
 		return COUNTER_SKIP_PROTOCOL;
 	info->is_ipv6 = 1;
+	info->ip_len = plen + 40;
+	/* The first word of the header without the version: struct bpf_fib_lookup's
+	 * flowinfo (network order), as ePPing fills it. */
+	__builtin_memcpy(&info->flowinfo, h, 4);
+	info->flowinfo &= bpf_htonl(0x0fffffff);
 	l4->off = pos;
 	l4->len = (__s32)plen - (__s32)(pos - off - 40);
 	l4->proto = nxt;
@@ -764,23 +812,34 @@ static __always_inline void warn_full(__u32 table, const struct packet_info *inf
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* Live ingress only: is the packet addressed to this host? (the FIB says "local") */
+/*
+ * Live ingress only: is the packet addressed to this host? The FIB lookup of
+ * the packet's addresses (filled as ePPing's is_local_address fills it) answers
+ * NOT_FWDED for a local destination on a router, and FWD_DISABLED for every
+ * destination when forwarding is off (an end host: nothing it receives is
+ * forwarded, so all of it is local). Both mean "local".
+ */
 static __always_inline int is_local(struct __sk_buff *skb, const struct packet_info *info)
 {
 	struct bpf_fib_lookup fib = {};
+	long ret;
 
 	fib.ifindex = skb->ingress_ifindex;
 	fib.l4_protocol = info->key.proto;
+	fib.tot_len = info->ip_len;
 	if (info->is_ipv6) {
 		fib.family = AF_INET6_;
+		fib.flowinfo = info->flowinfo;
 		__builtin_memcpy(fib.ipv6_src, info->key.saddr, 16);
 		__builtin_memcpy(fib.ipv6_dst, info->key.daddr, 16);
 	} else {
 		fib.family = AF_INET_;
+		fib.tos = info->tos;
 		__builtin_memcpy(&fib.ipv4_src, info->key.saddr + 12, 4);
 		__builtin_memcpy(&fib.ipv4_dst, info->key.daddr + 12, 4);
 	}
-	return bpf_fib_lookup(skb, &fib, sizeof(fib), 0) == BPF_FIB_LKUP_RET_NOT_FWDED;
+	ret = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	return ret == BPF_FIB_LKUP_RET_NOT_FWDED || ret == BPF_FIB_LKUP_RET_FWD_DISABLED;
 }
 
 /* RFC 7323 serial arithmetic for TCP timestamps; other identifiers only differ. */
@@ -902,7 +961,7 @@ static __always_inline void timestamp_packet(struct __sk_buff *skb, struct flow_
 	}
 	if (err)
 		return;	/* another CPU inserted the same key first */
-	s->outstanding += 1;
+	outstanding_inc(&s->outstanding);
 	count(COUNTER_TIMESTAMPS_CREATED);
 }
 
@@ -916,8 +975,8 @@ static __always_inline void update_reverse(struct flow_state *s, const struct pa
 		send_flow_event(&info->key, s->last_timestamp, FLOW_EVENT_OPENING,
 				s->opening_reason, EVENT_SOURCE_PACKET_DEST);
 	}
-	s->rec_pkts += 1;
-	s->rec_bytes += info->payload;
+	atomic_add_u64(&s->rec_pkts, 1);
+	atomic_add_u64(&s->rec_bytes, info->payload);
 }
 
 /* match_packet: the reply identifier finds the reverse direction's timestamp. */
@@ -940,7 +999,7 @@ static __always_inline void match_packet(struct flow_state *s, const struct pack
 	rtt = now - sent;
 	if (bpf_map_delete_elem(&timestamps, &ts_key))
 		return;	/* another CPU matched it first */
-	s->outstanding -= 1;
+	outstanding_sub(&s->outstanding, 1);
 	if (s->min_rtt == 0 || rtt < s->min_rtt)
 		s->min_rtt = rtt;
 	s->srtt = s->srtt ? s->srtt - (s->srtt >> 3) + (rtt >> 3) : rtt;
@@ -1028,8 +1087,8 @@ static __noinline void process_packet(struct __sk_buff *skb, struct packet_info 
 	if (forward->conn_state == CONN_EMPTY && info->pid_valid)
 		start_direction(forward, info, now);
 	if (is_active(forward)) {
-		forward->sent_pkts += 1;
-		forward->sent_bytes += info->payload;
+		atomic_add_u64(&forward->sent_pkts, 1);
+		atomic_add_u64(&forward->sent_bytes, info->payload);
 		/* Only a valid identifier, and (once stamped, or when waiting for the
 		 * first edge) only a newer one. */
 		if (info->pid_valid &&
@@ -1090,6 +1149,70 @@ SEC("tc")
 int pping_tc_egress(struct __sk_buff *skb)
 {
 	return pping(skb, 0);
+}
+
+/* -- clean-up support -------------------------------------------------------- */
+
+/*
+ * One stale timestamp of the clean-up: deleted if it still holds the time user
+ * space saw (a matched timestamp is gone, a replaced orphan holds a new time),
+ * then released from its direction's `outstanding` if it belongs to the
+ * current incarnation. Returns 1 if this call deleted it.
+ */
+static __always_inline int release_timestamp(struct release_entry *e)
+{
+	struct flow_state *s;
+	struct dual_flow *dual;
+	struct flow_key key;
+	__u64 *found;
+	int first;
+
+	e->result = 0;
+	found = bpf_map_lookup_elem(&timestamps, &e->key);
+	if (!found || *found != e->sent)
+		return 0;
+	if (bpf_map_delete_elem(&timestamps, &e->key))
+		return 0;	/* the tc program matched it first */
+	e->result = 1;
+	first = is_first_direction(&e->key.flow);
+	if (first)
+		key = e->key.flow;
+	else
+		reverse_key(&key, &e->key.flow);
+	dual = bpf_map_lookup_elem(&flows, &key);
+	if (!dual)
+		return 1;
+	s = first ? &dual->dir[0] : &dual->dir[1];
+	if (e->sent >= s->started)
+		outstanding_sub(&s->outstanding, 1);
+	return 1;
+}
+
+/*
+ * The clean-up's removal of stale timestamps, done here so that `outstanding`
+ * changes by an atomic subtraction on the live entry: user space cannot change
+ * one field of a hash-map value in place, and rewriting the whole value would
+ * lose what the tc programs did in between.
+ */
+SEC("syscall")
+int pping_release(struct release_args *args)
+{
+	struct bpf_iter_num it;
+	__u32 n = args->count;
+	int released = 0;
+	int *i;
+
+	if (n > PPING_RELEASE_BATCH)
+		n = PPING_RELEASE_BATCH;
+	bpf_iter_num_new(&it, 0, n);
+	while ((i = bpf_iter_num_next(&it))) {
+		__u32 index = *i;
+
+		if (index < PPING_RELEASE_BATCH)
+			released += release_timestamp(&releases[index]);
+	}
+	bpf_iter_num_destroy(&it);
+	return released;
 }
 
 char LICENSE[] SEC("license") = "GPL";

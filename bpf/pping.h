@@ -199,6 +199,31 @@ enum pping_counter {
 	PPING_NR_COUNTERS,
 };
 
+/*
+ * Clean-up of stale timestamps in the kernel (program `pping_release`, a
+ * SEC("syscall") program run with BPF_PROG_TEST_RUN). User space decides which
+ * timestamps are stale, writes them to the global array `releases` (its data
+ * section ".data.releases", entries 0 .. count - 1) and runs the program with `struct release_args` as its context.
+ * For each entry the program deletes the timestamp if it still holds the time
+ * user space saw, and then subtracts it atomically (never below 0) from the
+ * `outstanding` count of its direction if it belongs to the direction's
+ * current incarnation (`sent >= started`). It writes `result` (1: this run
+ * deleted it) and returns the number deleted.
+ */
+#define PPING_RELEASE_BATCH 1024
+
+struct release_entry {
+	struct timestamp_key key;
+	__u64 sent;		/* in: the timestamp's value as user space read it */
+	__u32 result;		/* out: 1 if this run deleted the timestamp, else 0 */
+	__u32 reserved;
+};
+
+struct release_args {
+	__u32 count;		/* entries of `releases` to process (<= PPING_RELEASE_BATCH) */
+	__u32 reserved;
+};
+
 /* Default table sizes (config.DEFAULT_MAX_*); the loader sets the real ones. */
 #define PPING_DEFAULT_MAX_FLOWS 131072
 #define PPING_DEFAULT_MAX_TIMESTAMPS 131072

@@ -8,15 +8,18 @@ option sets; events, counters and the tables left at the end must be identical.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import struct
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import tracegen
@@ -165,7 +168,7 @@ def kernel_tables(session: KernelReplay) -> tuple[dict[Any, Any], dict[Any, int]
             )
         flows[_direction(key)] = (bool(value["closed"]), states)
     ts_keys, sent = libbpf.map_lookup_batch(
-        program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, abi.np.dtype(abi.np.uint64)
+        program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
     )
     timestamps = {
         (*_direction(key["flow"]), int(key["pid"])): int(value) + base
@@ -253,7 +256,7 @@ def test_merged_interfaces(name: str, options: str, programs: dict[Config, Pping
 
 # -- synthetic captures -------------------------------------------------------------
 
-SYNTHETIC = [
+SYNTHETIC: list[tuple[str, dict[str, Any]]] = [
     ("bulk", {"flows": 3, "packets": 20_000}),
     ("bulk", {"packets": 10_000, "ip_version": 6}),
     ("bulk", {"packets": 10_000, "encap": "vlan", "bidirectional": True}),
@@ -520,10 +523,11 @@ def test_replay_speed(record_property: Any, capsys: pytest.CaptureFixture[str]) 
     raw, truth = tracegen.bulk(seed=7, flows=4, packets=200_000)
     config = config_of(["-r", "0"])
     rates = {}
-    for name, run in (
+    runs: tuple[tuple[str, Callable[[], object]], ...] = (
         ("kernel", lambda: _kernel_run(config, raw)),
         ("python engine", lambda: collect(replay(Engine(config), CaptureReader(io.BytesIO(raw))))),
-    ):
+    )
+    for name, run in runs:
         start = time.perf_counter()
         run()
         rates[name] = truth.packets / (time.perf_counter() - start)
@@ -533,3 +537,105 @@ def test_replay_speed(record_property: Any, capsys: pytest.CaptureFixture[str]) 
             f"\nreplay of {truth.packets} packets: "
             + ", ".join(f"{name} {rate / 1000:.0f}k packets/s" for name, rate in rates.items())
         )
+
+
+# -- concurrency: one flow entry updated from several CPUs at once -------------------
+
+
+def _tcp_frame(tsval: int, tsecr: int, payload: int, *, sport: int = 40000) -> bytes:
+    """Ethernet + IPv4 + TCP (ACK, timestamp option) from 10.0.0.1 to 10.0.0.2."""
+    tcp_len = 32
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len + payload, 0, 0, 64, 6, 0,
+        bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]),
+    )  # fmt: skip
+    options = struct.pack("!BBBBII", 1, 1, 8, 10, tsval, tsecr)
+    tcp = struct.pack("!HHIIBBHHH", sport, 80, 1, 1, (tcp_len // 4) << 4, 0x10, 65535, 0, 0)
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp + options + b"x" * payload
+
+
+def _run_repeated(prog_fd: int, frame: bytes, tstamp: int, repeat: int) -> None:
+    ctx = libbpf.SkBuff()
+    ctx.tstamp = tstamp
+    opts = libbpf.BpfTestRunOpts(sz=ctypes.sizeof(libbpf.BpfTestRunOpts))
+    opts.ctx_in = ctypes.addressof(ctx)
+    opts.ctx_size_in = ctypes.sizeof(ctx)
+    opts.data_in = frame
+    opts.data_size_in = len(frame)
+    opts.repeat = repeat
+    result = libbpf.lib().bpf_prog_test_run_opts(prog_fd, ctypes.addressof(opts))
+    assert result == 0, os.strerror(-result)
+
+
+def _only_flow(program: PpingProgram) -> Any:
+    keys, values = libbpf.map_lookup_batch(
+        program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+    )
+    assert len(keys) == 1
+    return values[0]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_flow_counters_are_not_lost_when_cpus_race() -> None:
+    """Two CPUs run packets of one direction through the program at the same time: no
+    packet or byte is lost from the flow entry's counters (atomic adds)."""
+    repeat = 200_000
+    program = load_replay_program(Config())
+    try:
+        fd = program.program_fds[abi.PROGRAM_INGRESS]
+        frame = _tcp_frame(100, 0, 10)
+        _run_repeated(fd, frame, 1_000_000_000, 1)  # creates the entry
+        cpus = sorted(os.sched_getaffinity(0))[:2]
+        errors: list[BaseException] = []
+
+        def worker(cpu: int) -> None:
+            try:
+                os.sched_setaffinity(0, {cpu})
+                _run_repeated(fd, frame, 1_000_000_000, repeat)
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=worker, args=(cpu,)) for cpu in cpus]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors
+        state = _only_flow(program)["dir"][0]
+        assert int(state["sent_pkts"]) == 1 + 2 * repeat
+        assert int(state["sent_bytes"]) == 10 * (1 + 2 * repeat)
+    finally:
+        program.close()
+
+
+def test_outstanding_never_goes_below_zero() -> None:
+    """A release of a timestamp whose direction already counts 0 outstanding (the
+    count was lost to a race) leaves 0, not 2^32 - 1, and the entry can still go."""
+    program = load_replay_program(Config())
+    try:
+        fd = program.program_fds[abi.PROGRAM_INGRESS]
+        t0 = 1_000_000_000
+        libbpf.TestRunner(fd).run(_tcp_frame(100, 0, 10), t0, 0)
+        libbpf.TestRunner(fd).run(_tcp_frame(101, 0, 10), t0 + 1_000_000, 0)
+        keys, values = libbpf.map_lookup_batch(
+            program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+        )
+        assert int(values[0]["dir"]["outstanding"][0]) == 1
+        values[0]["dir"]["outstanding"][0] = 0  # as if an increment had been lost
+        libbpf.map_update(program.flows_fd, keys[:1], values[:1])
+        ts_keys, sent = libbpf.map_lookup_batch(
+            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
+        )
+        entries = np.zeros(abi.RELEASE_BATCH, dtype=abi.RELEASE_ENTRY_DTYPE)
+        entries["key"][:1] = ts_keys[:1]
+        entries["sent"][:1] = sent[:1]
+        libbpf.map_update(program.releases_fd, np.zeros(1, dtype=np.uint32), entries)
+        released = libbpf.run_syscall_program(program.release_fd, abi.ReleaseArgs(count=1))
+        assert released == 1
+        assert int(_only_flow(program)["dir"]["outstanding"][0]) == 0
+        # Released again: already gone, nothing changes.
+        released = libbpf.run_syscall_program(program.release_fd, abi.ReleaseArgs(count=1))
+        assert released == 0
+        assert int(_only_flow(program)["dir"]["outstanding"][0]) == 0
+    finally:
+        program.close()

@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +32,7 @@ import pytest
 import tracegen
 from pping import testbed
 from pping.cli import build_parser, config_from_args, main
-from pping.config import Config
+from pping.config import NS_PER_S, TIMESTAMP_LIFETIME_NS, Config
 from pping.engine import Engine
 from pping.errors import KernelError
 from pping.events import Counters, Event, RttEvent
@@ -314,16 +315,7 @@ FORWARDING_SYSCTLS = ("net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forward
 @pytest.mark.parametrize(
     "forwarding",
     [
-        pytest.param(
-            False,
-            id="end-host",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="kernel program: is_local() takes only BPF_FIB_LKUP_RET_NOT_FWDED for "
-                "local; with forwarding off bpf_fib_lookup answers FWD_DISABLED (ePPing "
-                "counts both as local)",
-            ),
-        ),
+        pytest.param(False, id="end-host"),
         pytest.param(True, id="router"),
     ],
 )
@@ -694,5 +686,70 @@ def test_delete_keys_skips_keys_already_gone() -> None:
         )
         assert len(left) == 0
         assert delete_keys(program.timestamps_fd, keys[:0]).tolist() == []
+    finally:
+        program.close()
+
+
+def _tcp_frame(tsval: int, payload: int) -> bytes:
+    """Ethernet + IPv4 + TCP (ACK, timestamp option) from 10.0.0.1 to 10.0.0.2."""
+    tcp_len = 32
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len + payload, 0, 0, 64, 6, 0,
+        bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]),
+    )  # fmt: skip
+    options = struct.pack("!BBBBII", 1, 1, 8, 10, tsval, 0)
+    tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1, 1, (tcp_len // 4) << 4, 0x10, 65535, 0, 0)
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp + options + b"x" * payload
+
+
+def test_live_cleanup_loses_no_update_of_a_packet_during_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A packet handled while the clean-up releases a stale timestamp keeps all it did
+    to the flow entry: its packet count and the timestamp it added (`outstanding`)."""
+    program = load_replay_program(Config())
+    try:
+        runner = libbpf.TestRunner(program.program_fds[abi.PROGRAM_INGRESS])
+        t0 = NS_PER_S
+        runner.run(_tcp_frame(100, 10), t0, 0)  # the direction starts
+        runner.run(_tcp_frame(101, 10), t0 + MS, 0)  # timestamp (101) created
+        now = t0 + TIMESTAMP_LIFETIME_NS + 2 * MS  # (101) is stale
+        injected: list[bool] = []
+
+        def packet_meanwhile() -> None:
+            if not injected:
+                injected.append(True)
+                runner.run(_tcp_frame(102, 10), now, 0)  # timestamp (102) created
+
+        real_lookup = libbpf.map_lookup
+
+        def lookup(fd: int, key: Any, value: Any) -> bool:
+            found = real_lookup(fd, key, value)
+            packet_meanwhile()  # between the clean-up's read and what it does next
+            return found
+
+        monkeypatch.setattr(libbpf, "map_lookup", lookup)
+        real_run = getattr(libbpf, "run_syscall_program", None)
+        if real_run is not None:
+
+            def run(prog_fd: int, ctx: Any) -> int:
+                packet_meanwhile()
+                return int(real_run(prog_fd, ctx))
+
+            monkeypatch.setattr(libbpf, "run_syscall_program", run)
+        cleanup = LiveCleanup(program)
+        assert cleanup.run(now) == []
+        assert injected
+        assert cleanup.timestamps_expired == 1
+        _, flows = libbpf.map_lookup_batch(
+            program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+        )
+        state = flows[0]["dir"][0]
+        assert int(state["sent_pkts"]) == 3
+        assert int(state["outstanding"]) == 1
+        ts_keys, _ = libbpf.map_lookup_batch(
+            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
+        )
+        assert ts_keys["pid"].tolist() == [102]
     finally:
         program.close()

@@ -109,6 +109,18 @@ class WarningState(ctypes.Structure):
     _fields_ = [("last", U64), ("valid", U64)]
 
 
+class ReleaseEntry(ctypes.Structure):
+    """struct release_entry: one stale timestamp for the clean-up program."""
+
+    _fields_ = [("key", TimestampKey), ("sent", U64), ("result", U32), ("reserved", U32)]
+
+
+class ReleaseArgs(ctypes.Structure):
+    """struct release_args: the context of the clean-up program."""
+
+    _fields_ = [("count", U32), ("reserved", U32)]
+
+
 class RttEvent(ctypes.Structure):
     _fields_ = [
         ("event_type", U64),
@@ -156,6 +168,8 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "dual_flow": DualFlow,
     "timestamp_key": TimestampKey,
     "warning_state": WarningState,
+    "release_entry": ReleaseEntry,
+    "release_args": ReleaseArgs,
     "rtt_event": RttEvent,
     "flow_event": FlowEvent,
     "map_full_event": MapFullEvent,
@@ -171,6 +185,8 @@ FLOW_KEY_DTYPE = dtype_of(FlowKey)
 DUAL_FLOW_DTYPE = dtype_of(DualFlow)
 TIMESTAMP_KEY_DTYPE = dtype_of(TimestampKey)
 WARNING_STATE_DTYPE = dtype_of(WarningState)
+RELEASE_ENTRY_DTYPE = dtype_of(ReleaseEntry)
+RELEASE_BATCH = 1024  # PPING_RELEASE_BATCH: entries of the `releases` global
 
 # enum pping_conn_state
 CONN_EMPTY = 0
@@ -279,6 +295,8 @@ ENUMS: dict[str, dict[str, int]] = {
 # Names of the objects in the compiled program.
 PROGRAM_INGRESS = "pping_tc_ingress"
 PROGRAM_EGRESS = "pping_tc_egress"
+PROGRAM_RELEASE = "pping_release"  # SEC("syscall"): the clean-up's timestamp removal
+MAP_RELEASES = ".data.releases"  # the data section of the global `releases`
 MAP_FLOWS = "flows"
 MAP_TIMESTAMPS = "timestamps"
 MAP_EVENTS = "events"

@@ -580,6 +580,18 @@ class TestRunner:
             raise _fail("run the BPF program on a packet", result)
 
 
+def run_syscall_program(prog_fd: int, ctx: ctypes.Structure) -> int:
+    """BPF_PROG_TEST_RUN of a SEC("syscall") program with `ctx` as its context (the
+    kernel copies the context back); returns the program's return value."""
+    opts = BpfTestRunOpts(sz=ctypes.sizeof(BpfTestRunOpts))
+    opts.ctx_in = ctypes.addressof(ctx)
+    opts.ctx_size_in = ctypes.sizeof(ctx)
+    result = lib().bpf_prog_test_run_opts(prog_fd, ctypes.addressof(opts))
+    if result < 0:
+        raise _fail("run the BPF clean-up program", result)
+    return int(opts.retval)
+
+
 def link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
     """A tcx link (BPF_TCX_INGRESS/EGRESS) of a program to an interface: its fd."""
     return _check(lib().bpf_link_create(prog_fd, ifindex, attach_type, None), "attach the program")

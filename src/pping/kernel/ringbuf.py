@@ -66,6 +66,21 @@ class RingBuffer:
             _POS.pack_into(self._consumer, 0, position)
         return records
 
+    # -- batch access, for kernel/batch.py ------------------------------------------
+
+    def region(self) -> tuple[memoryview, int, int]:
+        """(data mapping, offset of the first unconsumed byte in it, bytes written past
+        it). The data is mapped twice in a row, so the region is contiguous even when
+        it wraps around; it is the caller's to read until it calls `consume`."""
+        produced = _POS.unpack_from(self._producer, 0)[0]
+        return self._data, self._position & self._mask, produced - self._position
+
+    def consume(self, nbytes: int) -> None:
+        """Give back `nbytes` (whole records, from `region`) to the producer."""
+        if nbytes:
+            self._position += nbytes
+            _POS.pack_into(self._consumer, 0, self._position)
+
     def close(self) -> None:
         self._data.release()
         self._producer.close()

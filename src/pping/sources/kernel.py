@@ -34,7 +34,6 @@ import signal
 import sys
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, TextIO
@@ -68,7 +67,8 @@ from ..events import (
 )
 from ..kernel import abi, libbpf
 from ..kernel.attach import Attachment, attach, attach_mode, interface_exists, interface_index
-from ..kernel.program import PpingProgram, decode_event
+from ..kernel.batch import EventBuilder, read_batch
+from ..kernel.program import PpingProgram
 from ..sinks import Sink
 
 LIVE_RINGBUF_BYTES = 1 << 22  # 4 MiB: ~40000 RTT events of slack for a slow sink
@@ -231,6 +231,35 @@ def delete_keys(fd: int, keys: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
     return deleted
 
 
+def release_timestamps(
+    program: PpingProgram, keys: npt.NDArray[Any], sent: npt.NDArray[Any]
+) -> npt.NDArray[np.bool_]:
+    """Remove stale timestamps through the kernel's clean-up program (pping_release):
+    each is deleted only if it still holds its time in `sent`, and then subtracted
+    atomically (never below 0) from the `outstanding` count of its direction when it
+    belongs to the direction's current incarnation. Returns which of them were
+    deleted by this call (not by a packet's match, not replaced meanwhile)."""
+    deleted = np.zeros(len(keys), dtype=np.bool_)
+    batch = abi.RELEASE_BATCH
+    section = np.zeros(batch, dtype=abi.RELEASE_ENTRY_DTYPE)
+    zero = np.zeros(1, dtype=np.uint32)
+    for start in range(0, len(keys), batch):
+        n = min(batch, len(keys) - start)
+        section[:] = 0
+        section["key"][:n] = keys[start : start + n]
+        section["sent"][:n] = sent[start : start + n]
+        # The global array is the single value of its data section's map.
+        libbpf.map_update(program.releases_fd, zero, section)
+        released = libbpf.run_syscall_program(program.release_fd, abi.ReleaseArgs(count=n))
+        if released == n:
+            deleted[start : start + n] = True
+        elif released:
+            if not libbpf.map_lookup(program.releases_fd, zero, section):
+                raise KernelError("failed to read the clean-up program's results")
+            deleted[start : start + n] = section["result"][:n] != 0
+    return deleted
+
+
 class LiveCleanup:
     """The specification's clean-up on the maps of a running program.
 
@@ -238,13 +267,13 @@ class LiveCleanup:
     kernel/replay.py); what differs is how the maps are changed, since the program
     keeps updating them meanwhile:
 
-    - entries are deleted with a batch that skips keys the program deleted first, and
-      only what this pass deleted is counted and subtracted from `outstanding`;
-    - `outstanding` is the only field written back: each flow entry concerned is read
-      again right before the write, so at most the updates of packets handled in the
-      few microseconds between the two system calls are lost (user space cannot
-      change one field of a hash-map value in place); a count that went below zero
-      because of such a race stays at zero;
+    - stale timestamps are removed by the kernel's clean-up program
+      (`release_timestamps`): a timestamp is deleted only if it still holds the time
+      read here (a packet may have matched it, or replaced an orphan, meanwhile), and
+      only what this pass deleted is counted and subtracted from `outstanding`, with
+      an atomic subtraction on the live flow entry (never below 0), so no update the
+      tc programs make to the entry is lost (user space cannot change one field of a
+      hash-map value in place, and used to rewrite the whole value);
     - a flow entry found idle is read again before it is deleted, and kept if a packet
       made it live meanwhile.
 
@@ -291,7 +320,6 @@ class LiveCleanup:
         raw_ts = ts_keys.tobytes()
         ts_size = abi.TIMESTAMP_KEY_DTYPE.itemsize
         stale: list[int] = []
-        owners: list[tuple[bytes, int, int] | None] = []
         for i in candidates.tolist():
             direction = raw_ts[i * ts_size : i * ts_size + _FLOW_KEY_SIZE]
             key, side = _canonical(direction)
@@ -301,44 +329,10 @@ class LiveCleanup:
             bound = max(state_srtt * TIMESTAMP_RTT_LIFETIME, TIMESTAMP_MIN_LIFETIME_NS)
             if (state_srtt and age > bound) or age > TIMESTAMP_LIFETIME_NS:
                 stale.append(i)
-                owners.append((key, side, int(sent[i])) if row is not None else None)
         if not stale:
             return
-        deleted = delete_keys(program.timestamps_fd, ts_keys[stale])
+        deleted = release_timestamps(program, ts_keys[stale], sent[stale])
         self.timestamps_expired += int(deleted.sum())
-        # Per flow entry, per side: the send times of the entries this pass removed.
-        removed: dict[bytes, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
-        for owner, gone in zip(owners, deleted.tolist(), strict=True):
-            if gone and owner is not None:
-                key, side, sent_at = owner
-                removed[key][side].append(sent_at)
-        for key, per_side in removed.items():
-            self._release(key, per_side)
-
-    def _release(self, key: bytes, per_side: tuple[list[int], list[int]]) -> None:
-        """Subtract the removed timestamps of the current incarnations from the
-        entry's `outstanding` counts (read fresh, written back at once)."""
-        fd = self.program.flows_fd
-        key_array = np.frombuffer(key, dtype=abi.FLOW_KEY_DTYPE).copy()
-        value = np.zeros(1, dtype=abi.DUAL_FLOW_DTYPE)
-        if not libbpf.map_lookup(fd, key_array, value):
-            return  # deleted meanwhile
-        changed = False
-        for side in (0, 1):
-            state = value["dir"][0, side]
-            started = int(state["started"])
-            current = sum(1 for sent_at in per_side[side] if sent_at >= started)
-            if current:
-                outstanding = int(state["outstanding"])
-                value["dir"]["outstanding"][0, side] = max(outstanding - current, 0)
-                changed = True
-        if not changed:
-            return
-        result = libbpf.lib().bpf_map_update_elem(
-            fd, key_array.ctypes.data, value.ctypes.data, libbpf.BPF_EXIST
-        )
-        if result < 0 and result != -errno.ENOENT:
-            raise KernelError(f"failed to write a map entry: {os.strerror(-result)}")
 
     def _expire_flows(
         self, now: int, time_base: int, flow_keys: npt.NDArray[Any], flows: npt.NDArray[Any]
@@ -417,6 +411,7 @@ class LiveMonitor:
         self.cleanup: LiveCleanup | None = None
         self.time_base = clock_offset()
         self._map_full_last: dict[int, int] = {}
+        self._events = EventBuilder()  # ring buffer records -> events (flow cache)
         self._lost_reported = 0
         self._stop = False
         self._usr1 = False
@@ -488,11 +483,12 @@ class LiveMonitor:
         program = self.program
         if program is None or program.ring is None:
             return 0
-        records = program.ring.read()
-        base = self.time_base
-        for record in records:
-            self._emit(sink, decode_event(record, base))
-        return len(records)
+        # The whole drained region decoded at once (kernel/batch.py), then emitted.
+        events = self._events.events(read_batch(program.ring), self.time_base)
+        emit = self._emit
+        for event in events:
+            emit(sink, event)
+        return len(events)
 
     def _report_lost(self) -> None:
         lost = self.lost_events()
