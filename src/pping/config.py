@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import OptionsError
 
@@ -19,6 +20,27 @@ FLOW_LIFETIME_NS = 300 * NS_PER_S
 ICMP_FLOW_LIFETIME_NS = 30 * NS_PER_S
 UNOPENED_FLOW_LIFETIME_NS = 30 * NS_PER_S
 MAP_FULL_WARN_INTERVAL_NS = NS_PER_S
+
+# The clean-up rules (docs/algorithm.md, "Clean-up"), shared by every data path. They
+# are written with & and | so that they apply to Python ints and numpy arrays alike.
+
+
+def timestamp_is_stale(age: Any, srtt: Any) -> Any:
+    """A timestamp `age` ns old, of a direction whose smoothed RTT is `srtt` (0 when
+    unknown), is removed."""
+    known = (srtt > 0) & (age > srtt * TIMESTAMP_RTT_LIFETIME) & (age > TIMESTAMP_MIN_LIFETIME_NS)
+    return known | (age > TIMESTAMP_LIFETIME_NS)
+
+
+def direction_is_old(age: Any, waiting: Any, icmp: Any) -> Any:
+    """An active direction whose last timestamp is `age` ns old has timed out;
+    `waiting`: still unopened (no reply yet); `icmp`: an ICMP echo flow."""
+    return (
+        (waiting & (age > UNOPENED_FLOW_LIFETIME_NS))
+        | (icmp & (age > ICMP_FLOW_LIFETIME_NS))
+        | (age > FLOW_LIFETIME_NS)
+    )
+
 
 DEFAULT_MAX_TIMESTAMPS = 131072
 DEFAULT_MAX_FLOWS = 131072

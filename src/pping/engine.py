@@ -33,14 +33,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from .config import (
-    FLOW_LIFETIME_NS,
-    ICMP_FLOW_LIFETIME_NS,
     MAP_FULL_WARN_INTERVAL_NS,
-    TIMESTAMP_LIFETIME_NS,
-    TIMESTAMP_MIN_LIFETIME_NS,
-    TIMESTAMP_RTT_LIFETIME,
-    UNOPENED_FLOW_LIFETIME_NS,
     Config,
+    direction_is_old,
+    timestamp_is_stale,
 )
 from .events import (
     IPPROTO_ICMP,
@@ -528,8 +524,7 @@ class Engine:
             state = self._direction_state(ts_key[:6])
             srtt = state.srtt if state is not None else 0
             age = now - sent
-            rtt_bound = max(srtt * TIMESTAMP_RTT_LIFETIME, TIMESTAMP_MIN_LIFETIME_NS)
-            if (srtt and age > rtt_bound) or age > TIMESTAMP_LIFETIME_NS:
+            if timestamp_is_stale(age, srtt):
                 stale.append(ts_key)
                 if state is not None and sent >= state.started:
                     state.outstanding -= 1
@@ -561,12 +556,8 @@ class Engine:
 def _is_flow_old(proto: int, state: FlowState, now: int) -> bool:
     if not state.active or state.last_timestamp > now:
         return False
-    age = now - state.last_timestamp
-    return (
-        (state.conn_state == WAITOPEN and age > UNOPENED_FLOW_LIFETIME_NS)
-        or (proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) and age > ICMP_FLOW_LIFETIME_NS)
-        or age > FLOW_LIFETIME_NS
-    )
+    icmp = proto in (IPPROTO_ICMP, IPPROTO_ICMPV6)
+    return bool(direction_is_old(now - state.last_timestamp, state.conn_state == WAITOPEN, icmp))
 
 
 def _timeout_event(now: int, flow: Flow) -> FlowEvent:

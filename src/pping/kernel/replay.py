@@ -30,13 +30,9 @@ from typing import Any
 import numpy as np
 
 from ..config import (
-    FLOW_LIFETIME_NS,
-    ICMP_FLOW_LIFETIME_NS,
-    TIMESTAMP_LIFETIME_NS,
-    TIMESTAMP_MIN_LIFETIME_NS,
-    TIMESTAMP_RTT_LIFETIME,
-    UNOPENED_FLOW_LIFETIME_NS,
     Config,
+    direction_is_old,
+    timestamp_is_stale,
 )
 from ..errors import KernelError
 from ..events import (
@@ -522,8 +518,7 @@ class KernelReplay:
                 row, side = row_of.get(_reverse_key(direction)), 1
             state_srtt = srtt[row][side] if row is not None else 0
             age = now - sent
-            bound = max(state_srtt * TIMESTAMP_RTT_LIFETIME, TIMESTAMP_MIN_LIFETIME_NS)
-            if (state_srtt and age > bound) or age > TIMESTAMP_LIFETIME_NS:
+            if timestamp_is_stale(age, state_srtt):
                 stale.append(i)
                 if row is not None and sent >= started[row][side] + base:
                     outstanding[row, side] -= 1
@@ -577,12 +572,9 @@ class KernelReplay:
 def _is_flow_old(proto: int, conn_state: int, last_timestamp: int, now: int) -> bool:
     if not abi.CONN_WAITOPEN <= conn_state <= abi.CONN_OPEN or last_timestamp > now:
         return False
-    age = now - last_timestamp
-    return (
-        (conn_state == abi.CONN_WAITOPEN and age > UNOPENED_FLOW_LIFETIME_NS)
-        or (proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) and age > ICMP_FLOW_LIFETIME_NS)
-        or age > FLOW_LIFETIME_NS
-    )
+    icmp = proto in (IPPROTO_ICMP, IPPROTO_ICMPV6)
+    waiting = conn_state == abi.CONN_WAITOPEN
+    return bool(direction_is_old(now - last_timestamp, waiting, icmp))
 
 
 def _timeout_event(now: int, flow: Flow) -> FlowEvent:

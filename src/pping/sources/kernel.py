@@ -42,15 +42,12 @@ import numpy as np
 import numpy.typing as npt
 
 from ..config import (
-    FLOW_LIFETIME_NS,
-    ICMP_FLOW_LIFETIME_NS,
     MAP_FULL_WARN_INTERVAL_NS,
     NS_PER_S,
-    TIMESTAMP_LIFETIME_NS,
     TIMESTAMP_MIN_LIFETIME_NS,
-    TIMESTAMP_RTT_LIFETIME,
-    UNOPENED_FLOW_LIFETIME_NS,
     Config,
+    direction_is_old,
+    timestamp_is_stale,
 )
 from ..errors import KernelError, PpingError
 from ..events import (
@@ -193,11 +190,7 @@ def old_directions(
     not_future = last <= clock
     age = np.where(not_future, clock - np.minimum(last, clock), np.uint64(0))
     icmp = ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6))[:, None]
-    old = (
-        ((conn == abi.CONN_WAITOPEN) & (age > UNOPENED_FLOW_LIFETIME_NS))
-        | (icmp & (age > ICMP_FLOW_LIFETIME_NS))
-        | (age > FLOW_LIFETIME_NS)
-    )
+    old = direction_is_old(age, conn == abi.CONN_WAITOPEN, icmp)
     result: npt.NDArray[np.bool_] = active & not_future & old
     return result
 
@@ -326,8 +319,7 @@ class LiveCleanup:
             row = row_of.get(key)
             state_srtt = int(srtt[row, side]) if row is not None else 0
             age = now - int(sent[i])
-            bound = max(state_srtt * TIMESTAMP_RTT_LIFETIME, TIMESTAMP_MIN_LIFETIME_NS)
-            if (state_srtt and age > bound) or age > TIMESTAMP_LIFETIME_NS:
+            if timestamp_is_stale(age, state_srtt):
                 stale.append(i)
         if not stale:
             return
