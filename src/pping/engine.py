@@ -232,6 +232,17 @@ class Engine:
             return False
         return (dual.first if first else dual.second).active
 
+    def quiet_for(self, direction: FlowKey) -> bool:
+        """Would a packet of `direction` that is neither timestamped nor matched change
+        nothing but counters? Not if its entry is closed (the packet may delete it) or
+        its reverse direction waits for its first reply (the packet opens it)."""
+        key, first = self.flow_key(direction)
+        dual = self.flows.get(key)
+        if dual is None:
+            return True
+        reverse = dual.second if first else dual.first
+        return not dual.closed and reverse.conn_state != WAITOPEN
+
     def sampling_state(self, direction: FlowKey) -> tuple[int, int, bool] | None:
         """(last_id, last_timestamp, has_been_timestamped) of an active `direction`, when
         only these decide whether its next packets are timestamped (static rate limit);

@@ -483,6 +483,7 @@ def plan_batch(
     sampling: Sampling | None = None,
     rate_limit_ns: int = 0,
     started: Started | None = None,
+    quiet: Started | None = None,
 ) -> Plan:
     """Find the repeats of a batch (see the module docstring)."""
     n = len(dec.cls)
@@ -585,6 +586,20 @@ def plan_batch(
     # ... or echoing something new that no entry can hold: neither one of the engine's
     # entries nor one a possibly new packet of this batch (before it) may have created.
     changed = np.flatnonzero(repeat & ~same_echo)
+    # A first packet of its direction in the batch has no previous packet to lean on,
+    # but the engine's state can stand in for it: nothing before it in the batch that
+    # could touch its flow, a reverse direction it will not open (quiet), and, as above,
+    # no entry its echo could match.
+    first_ones = (
+        ~has_prev & (dec.cls[rows] == TCP_USUAL) & ~disruptive & (~possibly_new | limited)
+        & (seg == 0)
+    )  # fmt: skip
+    if quiet is not None and first_ones.any():
+        first_ones &= _count_before(disruptive, flow, by_flow) == 0
+        ask = np.flatnonzero(first_ones)
+        first_ones[ask] = quiet(rows[ask])
+        repeat |= first_ones
+        changed = np.union1d(changed, np.flatnonzero(first_ones))
     if len(changed):
         might = _created_before(flow, tsval, tsecr, rows, creators, changed)
         unknown = changed[~might]
@@ -764,6 +779,7 @@ class FastReplay:
                 sampling=functools.partial(self._sampling, dec, link),
                 rate_limit_ns=self.engine.config.rate_limit_ns,
                 started=functools.partial(self._started, dec, link),
+                quiet=functools.partial(self._quiet, dec, link),
             )
             yield from self._execute(plan, dec, linktype, link, buf, *columns)
 
@@ -786,6 +802,16 @@ class FastReplay:
         started = self.engine.direction_started
         return np.fromiter(
             (started(dec.direction_key(row, link)) for row in rows.tolist()),
+            dtype=bool,
+            count=len(rows),
+        )
+
+    def _quiet(self, dec: Decoded, link: int, rows: I64) -> BOOL:
+        """For each row's direction: would a packet of it leave its flow entry alone
+        (see Engine.quiet_for)?"""
+        quiet = self.engine.quiet_for
+        return np.fromiter(
+            (quiet(dec.direction_key(row, link)) for row in rows.tolist()),
             dtype=bool,
             count=len(rows),
         )
