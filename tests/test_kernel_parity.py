@@ -71,6 +71,12 @@ EXTRA_OPTION_SETS = {
     "no-cleanup": ["-r", "0", "-c", "0", "-T", "-C", "-s"],
     "fast-cleanup": ["-r", "0", "-c", "0.1", "-T", "-C", "-s"],
     "tiny-tables": ["-r", "0", "-s", "-T", "-C", "--max-flows", "3", "--max-timestamps", "5"],
+    "burst": ["--burst", "1"],
+    "burst-3-T-C-s": ["-r", "20", "--burst", "3", "--burst-window", "2", "-T", "-C", "-s"],
+    "burst-rtt-rate": ["-r", "10", "-R", "0.5", "--burst", "2", "-s"],
+    "burst-tiny-tables": [
+        "-r", "1", "--burst", "4", "-s", "-T", "-C", "--max-flows", "3", "--max-timestamps", "5",
+    ],
 }
 
 
@@ -119,8 +125,12 @@ FLOW_FIELDS = (
     "rec_pkts",
     "rec_bytes",
     "opening_reason",
+    "burst_left",
+    "window_reported",
+    "previous_reported",
+    "previous_window",
 )
-TIME_FIELDS = ("last_timestamp", "started")
+TIME_FIELDS = ("last_timestamp", "started", "previous_window")
 
 
 def engine_tables(engine: Engine) -> tuple[dict[Any, Any], dict[Any, int]]:

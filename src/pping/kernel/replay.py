@@ -463,7 +463,7 @@ class KernelReplay:
             program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
         )
         if len(keys):
-            for field in ("last_timestamp", "started"):
+            for field in ("last_timestamp", "started", "previous_window"):
                 flows["dir"][field] = move(flows["dir"][field])
             libbpf.map_update_batch(program.flows_fd, keys, flows)
         ts_keys, sent = libbpf.map_lookup_batch(
