@@ -75,7 +75,17 @@ EXTRA_OPTION_SETS = {
     "burst-3-T-C-s": ["-r", "20", "--burst", "3", "--burst-window", "2", "-T", "-C", "-s"],
     "burst-rtt-rate": ["-r", "10", "-R", "0.5", "--burst", "2", "-s"],
     "burst-tiny-tables": [
-        "-r", "1", "--burst", "4", "-s", "-T", "-C", "--max-flows", "3", "--max-timestamps", "5",
+        "-r",
+        "1",
+        "--burst",
+        "4",
+        "-s",
+        "-T",
+        "-C",
+        "--max-flows",
+        "3",
+        "--max-timestamps",
+        "5",
     ],
 }
 
@@ -284,6 +294,7 @@ SYNTHETIC: list[tuple[str, dict[str, Any]]] = [
     ("malformed", {}),
     ("icmp_echo", {}),
     ("icmp_echo", {"ip_version": 6}),
+    ("delayed_ack", {"flows": 2, "duration_s": 3.0}),
 ]
 
 
@@ -300,7 +311,7 @@ def test_synthetic_captures(index: int, options: str, programs: dict[Config, Ppi
     assert_same(synthetic(index), config_of(OPTION_SETS[options]), programs)
 
 
-MORE_OPTIONS_SCENARIOS = ("bulk", "fin_reuse", "icmp_echo", "many_flows")
+MORE_OPTIONS_SCENARIOS = ("bulk", "fin_reuse", "icmp_echo", "many_flows", "delayed_ack")
 
 
 @pytest.mark.parametrize("options", list(EXTRA_OPTION_SETS), ids=str)

@@ -14,7 +14,7 @@ from types import FrameType
 from typing import NoReturn, TextIO
 
 from . import __version__
-from .config import DEFAULT_BURST_WINDOW_NS, NS_PER_MS, NS_PER_S, Config
+from .config import DEFAULT_BURST_WINDOW_NS, MAX_BURST_PACKETS, NS_PER_MS, NS_PER_S, Config
 from .engine import Engine
 from .errors import OptionsError, OutputError, PpingError
 from .fastpath import fast_replay
@@ -40,20 +40,20 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _burst_window_ms(text: str) -> float:
     value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0: {text!r}")
+    if round(value * NS_PER_MS) < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 ns (0.000001 ms): {text!r}")
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def _burst_packets(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0: {text!r}")
+    if not 0 <= value <= MAX_BURST_PACKETS:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_BURST_PACKETS}: {text!r}")
     return value
 
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sampling.add_argument(
         "--burst",
-        type=_non_negative_int,
+        type=_burst_packets,
         default=0,
         metavar="N",
         help="after a sampled packet, timestamp up to N more packets with new identifiers "
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sampling.add_argument(
         "--burst-window",
-        type=_positive_float,
+        type=_burst_window_ms,
         default=DEFAULT_BURST_WINDOW_NS / NS_PER_MS,
         metavar="MS",
         help="how long after the sampled packet a burst may grow, in ms (default 4)",
