@@ -10,8 +10,10 @@
  *   timestamp_packet -> update_reverse -> match_packet -> close_flows
  *
  * Events (RTT, flow opening/closing, map full) go to the ring buffer. The
- * periodic clean-up is user space's job (src/pping/kernel/), which is why the
- * flow entries carry a creation sequence number and every time lives in a map.
+ * periodic clean-up is the SEC("syscall") program pping_cleanup at the end,
+ * run by user space (src/pping/kernel/cleanup.py); flow entries carry a
+ * creation sequence number so that its timeouts are reported in the engine's
+ * order.
  * A packet is never dropped or changed: every path returns TC_ACT_UNSPEC
  * (TCX_NEXT under tcx), and every failure becomes a counter.
  *
@@ -87,8 +89,9 @@ struct pping_abi {
 	struct rtt_event rtt_event;
 	struct flow_event flow_event;
 	struct map_full_event map_full_event;
-	struct release_entry release_entry;
-	struct release_args release_args;
+	struct cleanup_args cleanup_args;
+	struct expired_flow expired_flow;
+	enum pping_cleanup_walk cleanup_walk;
 	enum pping_event_type event_type;
 	enum pping_counter counter;
 	enum pping_conn_state conn_state;
@@ -136,11 +139,19 @@ struct {
 } warnings SEC(".maps");
 
 /*
- * Input and output of the clean-up program pping_release (see pping.h): a
- * global in its own data section, i.e. the one-entry array map
- * ".data.releases", written and read whole by user space.
+ * Output of the clean-up program pping_cleanup (see pping.h).
+ *
+ * verifier: an array map, not a global array. Indexing a global with the count
+ * kept in the walk's state (on the caller's stack, reached from the callback)
+ * makes this kernel's verifier fail with EFAULT; a map lookup by key needs no
+ * bounds on the index.
  */
-struct release_entry releases[PPING_RELEASE_BATCH] SEC(".data.releases");
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PPING_CLEANUP_BATCH);
+	__type(key, __u32);
+	__type(value, struct expired_flow);
+} expired SEC(".maps");
 
 /* What the pipeline needs from one packet: packet.PacketInfo. */
 struct packet_info {
@@ -1207,68 +1218,137 @@ int pping_tc_egress(struct __sk_buff *skb)
 	return pping(skb, 0);
 }
 
-/* -- clean-up support -------------------------------------------------------- */
+/* -- clean-up ------------------------------------------------------------------ */
 
-/*
- * One stale timestamp of the clean-up: deleted if it still holds the time user
- * space saw (a matched timestamp is gone, a replaced orphan holds a new time),
- * then released from its direction's `outstanding` if it belongs to the
- * current incarnation. Returns 1 if this call deleted it.
- */
-static __always_inline int release_timestamp(struct release_entry *e)
+/* age > k * srtt for age > 0, without overflowing the product. */
+static __always_inline int older_than_multiple(__u64 age, __u64 srtt, __u64 k)
 {
-	struct flow_state *s;
+	return k == 0 || srtt <= (age - 1) / k;
+}
+
+/* config.timestamp_is_stale, for a timestamp `age` > 0 ns old. */
+static __always_inline int timestamp_is_stale(const struct cleanup_args *w, __u64 age, __u64 srtt)
+{
+	if (srtt && age > w->timestamp_min_lifetime &&
+	    older_than_multiple(age, srtt, w->timestamp_rtt_lifetime))
+		return 1;
+	return age > w->timestamp_lifetime;
+}
+
+/* config.direction_is_old, with the specification's conditions around it. */
+static __always_inline int direction_is_old(const struct cleanup_args *w, __u8 proto,
+					    const struct flow_state *s)
+{
+	__u64 last = s->last_timestamp, age;
+
+	if (!is_active(s) || last > w->now)
+		return 0;
+	age = w->now - last;
+	if (s->conn_state == CONN_WAITOPEN && age > w->unopened_flow_lifetime)
+		return 1;
+	if ((proto == IPPROTO_ICMP_ || proto == IPPROTO_ICMPV6_) && age > w->icmp_flow_lifetime)
+		return 1;
+	return age > w->flow_lifetime;
+}
+
+/* The state of the direction `direction` in its flow entry, or NULL. */
+static __always_inline struct flow_state *direction_state(const struct flow_key *direction)
+{
 	struct dual_flow *dual;
 	struct flow_key key;
-	__u64 *found;
-	int first;
+	int first = is_first_direction(direction);
 
-	e->result = 0;
-	found = bpf_map_lookup_elem(&timestamps, &e->key);
-	if (!found || *found != e->sent)
-		return 0;
-	if (bpf_map_delete_elem(&timestamps, &e->key))
-		return 0;	/* the tc program matched it first */
-	e->result = 1;
-	first = is_first_direction(&e->key.flow);
 	if (first)
-		key = e->key.flow;
+		key = *direction;
 	else
-		reverse_key(&key, &e->key.flow);
+		reverse_key(&key, direction);
 	dual = bpf_map_lookup_elem(&flows, &key);
 	if (!dual)
-		return 1;
-	s = first ? &dual->dir[0] : &dual->dir[1];
-	if (e->sent >= s->started)
-		outstanding_sub(&s->outstanding, 1);
-	return 1;
+		return NULL;
+	return first ? &dual->dir[0] : &dual->dir[1];
 }
 
 /*
- * The clean-up's removal of stale timestamps, done here so that `outstanding`
- * changes by an atomic subtraction on the live entry: user space cannot change
- * one field of a hash-map value in place, and rewriting the whole value would
- * lose what the tc programs did in between.
+ * bpf_for_each_map_elem callback over `timestamps` (engine._expire_timestamps):
+ * a stale timestamp is deleted, and released from its direction's
+ * `outstanding` if it belongs to the direction's current incarnation.
+ */
+static long expire_timestamp(void *map, struct timestamp_key *key, __u64 *value,
+			     struct cleanup_args *w)
+{
+	struct flow_state *s = direction_state(&key->flow);
+	__u64 sent = *value;
+
+	if (w->now <= sent || !timestamp_is_stale(w, w->now - sent, s ? s->srtt : 0))
+		return 0;
+	if (bpf_map_delete_elem(&timestamps, key))
+		return 0;	/* a packet matched it first */
+	w->timestamps_expired++;
+	if (s && sent >= s->started)
+		outstanding_sub(&s->outstanding, 1);
+	return 0;
+}
+
+/*
+ * bpf_for_each_map_elem callback over `flows` (engine._expire_flows): an entry
+ * none of whose directions is active and young is deleted and recorded in
+ * the map `expired`. Returns 1 (stop) when that is full.
+ */
+static long expire_flow(void *map, struct flow_key *key, struct dual_flow *dual,
+			struct cleanup_args *w)
+{
+	__u32 index = w->flows_expired;
+	struct expired_flow *out;
+	int old0, old1;
+	__u8 timed_out = 0;
+	__u64 seq;
+
+	if (index >= PPING_CLEANUP_BATCH) {
+		w->more = 1;
+		return 1;
+	}
+	old0 = direction_is_old(w, key->proto, &dual->dir[0]);
+	old1 = direction_is_old(w, key->proto, &dual->dir[1]);
+	if ((is_active(&dual->dir[0]) && !old0) || (is_active(&dual->dir[1]) && !old1))
+		return 0;
+	if (old0 && dual->dir[0].conn_state == CONN_OPEN)
+		timed_out |= 1;
+	if (old1 && dual->dir[1].conn_state == CONN_OPEN)
+		timed_out |= 2;
+	seq = dual->seq;
+	if (bpf_map_delete_elem(&flows, key))
+		return 0;	/* a packet's close_flows deleted it first */
+	out = bpf_map_lookup_elem(&expired, &index);
+	if (!out)
+		return 1;	/* never: index < PPING_CLEANUP_BATCH */
+	out->seq = seq;
+	out->key = *key;
+	out->timed_out = timed_out;
+	w->flows_expired = index + 1;
+	return 0;
+}
+
+/*
+ * The clean-up: user space only says when (`now`) and with which lifetimes;
+ * every decision is taken here on the live entry, next to its deletion (see
+ * pping.h). Returns the number of flow entries written to `expired`.
  */
 SEC("syscall")
-int pping_release(struct release_args *args)
+int pping_cleanup(struct cleanup_args *args)
 {
-	struct bpf_iter_num it;
-	__u32 n = args->count;
-	int released = 0;
-	int *i;
+	struct cleanup_args walk = *args;
 
-	if (n > PPING_RELEASE_BATCH)
-		n = PPING_RELEASE_BATCH;
-	bpf_iter_num_new(&it, 0, n);
-	while ((i = bpf_iter_num_next(&it))) {
-		__u32 index = *i;
-
-		if (index < PPING_RELEASE_BATCH)
-			released += release_timestamp(&releases[index]);
-	}
-	bpf_iter_num_destroy(&it);
-	return released;
+	walk.timestamps_expired = 0;
+	walk.flows_expired = 0;
+	walk.more = 0;
+	if (walk.walk & CLEANUP_TIMESTAMPS)
+		bpf_for_each_map_elem(&timestamps, expire_timestamp, &walk, 0);
+	if (walk.walk & CLEANUP_FLOWS)
+		bpf_for_each_map_elem(&flows, expire_flow, &walk, 0);
+	args->timestamps_expired = walk.timestamps_expired;
+	args->flows_expired = walk.flows_expired;
+	args->more = walk.more;
+	return walk.flows_expired;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -180,7 +180,7 @@ struct map_full_event {
  * Per-CPU counters (array map `counters`). The SKIP_* entries are the skip
  * reasons of src/pping/packet.py that a packet reaching the program can hit
  * (the link-layer ones stay in user space), then the engine's two filters.
- * Expiry counts belong to the clean-up, which runs in user space.
+ * Expiry counts are returned by the clean-up program (struct cleanup_args).
  */
 enum pping_counter {
 	COUNTER_PACKETS = 0,
@@ -211,28 +211,45 @@ enum pping_counter {
 };
 
 /*
- * Clean-up of stale timestamps in the kernel (program `pping_release`, a
- * SEC("syscall") program run with BPF_PROG_TEST_RUN). User space decides which
- * timestamps are stale, writes them to the global array `releases` (its data
- * section ".data.releases", entries 0 .. count - 1) and runs the program with `struct release_args` as its context.
- * For each entry the program deletes the timestamp if it still holds the time
- * user space saw, and then subtracts it atomically (never below 0) from the
- * `outstanding` count of its direction if it belongs to the direction's
- * current incarnation (`sent >= started`). It writes `result` (1: this run
- * deleted it) and returns the number deleted.
+ * The periodic clean-up (docs/algorithm.md, "Clean-up"), done in the kernel by
+ * the SEC("syscall") program `pping_cleanup`, which user space runs with
+ * BPF_PROG_TEST_RUN and `struct cleanup_args` as its context. The lifetimes are
+ * those of src/pping/config.py, passed in on every run (one definition). The
+ * program walks the timestamps, then the flows, and decides on each entry as it
+ * is in the map at that moment, right before deleting it: what a packet changed
+ * before the walk reached the entry counts. Expired flow entries are returned in
+ * the array map `expired` (indices 0 .. flows_expired - 1); when it is full the
+ * walk stops and `more` asks for another run (flows only), which goes on where
+ * this one stopped since deleted entries are gone.
  */
-#define PPING_RELEASE_BATCH 1024
+#define PPING_CLEANUP_BATCH 1024
 
-struct release_entry {
-	struct timestamp_key key;
-	__u64 sent;		/* in: the timestamp's value as user space read it */
-	__u32 result;		/* out: 1 if this run deleted the timestamp, else 0 */
-	__u32 reserved;
+/* What one run of pping_cleanup walks (cleanup_args.walk). */
+enum pping_cleanup_walk {
+	CLEANUP_TIMESTAMPS = 1,
+	CLEANUP_FLOWS = 2,
 };
 
-struct release_args {
-	__u32 count;		/* entries of `releases` to process (<= PPING_RELEASE_BATCH) */
-	__u32 reserved;
+struct cleanup_args {
+	__u64 now;			/* in: the program's clock */
+	__u64 timestamp_lifetime;	/* in: config.TIMESTAMP_LIFETIME_NS */
+	__u64 timestamp_min_lifetime;	/* in: config.TIMESTAMP_MIN_LIFETIME_NS */
+	__u64 timestamp_rtt_lifetime;	/* in: config.TIMESTAMP_RTT_LIFETIME (x srtt) */
+	__u64 flow_lifetime;		/* in: config.FLOW_LIFETIME_NS */
+	__u64 icmp_flow_lifetime;	/* in: config.ICMP_FLOW_LIFETIME_NS */
+	__u64 unopened_flow_lifetime;	/* in: config.UNOPENED_FLOW_LIFETIME_NS */
+	__u32 walk;			/* in: enum pping_cleanup_walk bits */
+	__u32 timestamps_expired;	/* out: timestamps this run deleted */
+	__u32 flows_expired;		/* out: flow entries this run deleted */
+	__u32 more;			/* out: expired_flows filled up before the walk ended */
+};
+
+/* One flow entry the clean-up deleted (engine: a key of `dead`). */
+struct expired_flow {
+	__u64 seq;		/* the entry's creation number: events go in this order */
+	struct flow_key key;
+	__u8 timed_out;		/* bit i: dir[i] was OPEN and old (a closing event) */
+	__u8 reserved[3];
 };
 
 /* Default table sizes (config.DEFAULT_MAX_*); the loader sets the real ones. */

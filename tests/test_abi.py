@@ -152,9 +152,10 @@ def test_maps_and_programs_exist() -> None:
         abi.MAP_EVENTS,
         abi.MAP_COUNTERS,
         abi.MAP_WARNINGS,
+        abi.MAP_EXPIRED,
     }
     functions = {t.name for t in btf_types().values() if t.kind == "FUNC"}
-    assert {abi.PROGRAM_INGRESS, abi.PROGRAM_EGRESS} <= functions
+    assert {abi.PROGRAM_INGRESS, abi.PROGRAM_EGRESS, abi.PROGRAM_CLEANUP} <= functions
 
 
 # -- the vocabulary behind the counters --------------------------------------------------
@@ -166,7 +167,7 @@ def test_counter_reasons_are_the_parsers_and_engines() -> None:
     # What only user space can hit: the link layer, which the replay converts.
     assert set(packet.SKIP_REASONS) - reasons == {packet.SKIP_LINKTYPE, packet.SKIP_BAD_LINK}
     fields = set(events.Counters().as_dict()) - {"packets", "skipped"}
-    # Expiry happens in the user-space clean-up.
+    # Expiry is counted by the clean-up program's runs (struct cleanup_args).
     assert fields - set(abi.COUNTER_FIELDS.values()) == {"timestamps_expired", "flows_expired"}
 
 

@@ -24,11 +24,29 @@ import pytest
 
 import tracegen
 from pping.cli import build_parser, config_from_args, main
-from pping.config import Config
+from pping.config import (
+    FLOW_LIFETIME_NS,
+    ICMP_FLOW_LIFETIME_NS,
+    TIMESTAMP_LIFETIME_NS,
+    TIMESTAMP_MIN_LIFETIME_NS,
+    UNOPENED_FLOW_LIFETIME_NS,
+    Config,
+    direction_is_old,
+    timestamp_is_stale,
+)
 from pping.engine import Engine
 from pping.errors import CaptureError, KernelError
-from pping.events import Counters, Event
+from pping.events import (
+    Counters,
+    Event,
+    EventReason,
+    EventSource,
+    Flow,
+    FlowEvent,
+    FlowEventType,
+)
 from pping.kernel import abi, libbpf
+from pping.kernel.cleanup import KernelCleanup
 from pping.kernel.program import PpingProgram, object_path
 from pping.kernel.replay import KernelReplay, load_replay_program
 from pping.replay import replay
@@ -656,7 +674,7 @@ def test_flow_counters_are_not_lost_when_cpus_race() -> None:
 
 
 def test_outstanding_never_goes_below_zero() -> None:
-    """A release of a timestamp whose direction already counts 0 outstanding (the
+    """The clean-up of a timestamp whose direction already counts 0 outstanding (the
     count was lost to a race) leaves 0, not 2^32 - 1, and the entry can still go."""
     program = load_replay_program(Config())
     try:
@@ -670,19 +688,173 @@ def test_outstanding_never_goes_below_zero() -> None:
         assert int(values[0]["dir"]["outstanding"][0]) == 1
         values[0]["dir"]["outstanding"][0] = 0  # as if an increment had been lost
         libbpf.map_update(program.flows_fd, keys[:1], values[:1])
-        ts_keys, sent = libbpf.map_lookup_batch(
-            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
-        )
-        entries = np.zeros(abi.RELEASE_BATCH, dtype=abi.RELEASE_ENTRY_DTYPE)
-        entries["key"][:1] = ts_keys[:1]
-        entries["sent"][:1] = sent[:1]
-        libbpf.map_update(program.releases_fd, np.zeros(1, dtype=np.uint32), entries)
-        released = libbpf.run_syscall_program(program.release_fd, abi.ReleaseArgs(count=1))
-        assert released == 1
+        cleanup = KernelCleanup(program)
+        now = t0 + TIMESTAMP_LIFETIME_NS + 2_000_000  # the timestamp is stale
+        assert cleanup.run(now) == []
+        assert cleanup.timestamps_expired == 1
         assert int(_only_flow(program)["dir"]["outstanding"][0]) == 0
-        # Released again: already gone, nothing changes.
-        released = libbpf.run_syscall_program(program.release_fd, abi.ReleaseArgs(count=1))
-        assert released == 0
+        # Again: nothing left to remove, nothing changes.
+        assert cleanup.run(now) == []
+        assert cleanup.timestamps_expired == 1
         assert int(_only_flow(program)["dir"]["outstanding"][0]) == 0
     finally:
         program.close()
+
+
+# -- the clean-up's rules in the kernel are config.py's ----------------------------------
+
+_MAPPED = bytes(10) + b"\xff\xff"
+_LOW, _HIGH = _MAPPED + bytes((10, 0, 0, 1)), _MAPPED + bytes((10, 0, 0, 2))
+
+
+def _flow_keys(n: int, proto: int) -> Any:
+    """n canonical flow keys (10.0.0.1:i -> 10.0.0.2:80), told apart by the port."""
+    keys = np.zeros(n, dtype=abi.FLOW_KEY_DTYPE)
+    keys["proto"] = proto
+    keys["saddr"] = np.frombuffer(_LOW, dtype=np.uint8)
+    keys["daddr"] = np.frombuffer(_HIGH, dtype=np.uint8)
+    keys["sport"] = np.arange(1, n + 1)
+    keys["dport"] = 80
+    return keys
+
+
+def test_timestamp_rules_are_configs() -> None:
+    """Timestamps of directions with known and unknown srtt, at every age around each
+    limit: the kernel's clean-up removes exactly those config.timestamp_is_stale
+    calls stale (and releases them from `outstanding` when of the current
+    incarnation)."""
+    now = 1_000 * S
+    ages = sorted(
+        {limit + d for limit in (0, TIMESTAMP_MIN_LIFETIME_NS, TIMESTAMP_LIFETIME_NS)
+         for d in (-1, 0, 1)}
+        | {8 * srtt + d for srtt in (25 * MS, 1_250 * MS) for d in (-1, 0, 1)}
+    )  # fmt: skip
+    srtts = [0, 1, 25 * MS, 1_250 * MS, 2 * S, (1 << 63) // 3]
+    cases = [(age, srtt, orphan) for age in ages for srtt in srtts for orphan in (False, True)]
+    keys = _flow_keys(len(cases), 6)
+    flows = np.zeros(len(cases), dtype=abi.DUAL_FLOW_DTYPE)
+    ts_keys = np.zeros(len(cases), dtype=abi.TIMESTAMP_KEY_DTYPE)
+    ts_keys["flow"] = keys
+    ts_keys["pid"] = 7
+    sent = np.array([now - age for age, _, _ in cases], dtype=np.uint64)
+    for i, (age, srtt, orphan) in enumerate(cases):
+        state = flows[i]["dir"][0]
+        state["conn_state"] = abi.CONN_OPEN
+        state["srtt"] = srtt
+        state["last_timestamp"] = now
+        state["started"] = now - age + 1 if orphan else now - age
+        state["outstanding"] = 1
+        flows[i]["seq"] = i
+    program = load_replay_program(Config())
+    try:
+        libbpf.map_update_batch(program.flows_fd, keys, flows)
+        libbpf.map_update_batch(program.timestamps_fd, ts_keys, sent)
+        cleanup = KernelCleanup(program)
+        assert cleanup.run(now) == []
+        left, _ = libbpf.map_lookup_batch(
+            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
+        )
+        kept_ports = set(left["flow"]["sport"].tolist())
+        keys_after, after = libbpf.map_lookup_batch(
+            program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+        )
+        outstanding = {
+            int(key["sport"]): int(value["dir"]["outstanding"][0])
+            for key, value in zip(keys_after, after, strict=True)
+        }
+        stale_count = 0
+        for i, (age, srtt, orphan) in enumerate(cases):
+            stale = age > 0 and bool(timestamp_is_stale(age, srtt))
+            stale_count += stale
+            port = i + 1
+            assert (port not in kept_ports) == stale, (age, srtt)
+            assert outstanding[port] == (0 if stale and not orphan else 1), (age, srtt, orphan)
+        assert cleanup.timestamps_expired == stale_count
+        assert 0 < stale_count < len(cases)
+    finally:
+        program.close()
+
+
+def _old(proto: int, state: int, age: int) -> bool:
+    """docs/algorithm.md's "old" with config.direction_is_old (age < 0: in the future)."""
+    active = state in (abi.CONN_WAITOPEN, abi.CONN_OPEN)
+    waiting, icmp = state == abi.CONN_WAITOPEN, proto == 1
+    return active and age >= 0 and bool(direction_is_old(age, waiting, icmp))
+
+
+def test_flow_rules_are_configs() -> None:
+    """Flow entries with every pair of connection states, TCP and ICMP, last stamped
+    at every age around each lifetime: the kernel's clean-up removes exactly the
+    entries config.direction_is_old allows, with the engine's closing events."""
+    now = 1_000 * S
+    ages = sorted(
+        {limit + d for limit in (0, UNOPENED_FLOW_LIFETIME_NS, ICMP_FLOW_LIFETIME_NS,
+                                 FLOW_LIFETIME_NS) for d in (-1, 0, 1)}
+    )  # fmt: skip
+    states = [abi.CONN_EMPTY, abi.CONN_WAITOPEN, abi.CONN_OPEN, abi.CONN_CLOSED]
+    sides = [(state, age) for state in states for age in ages]
+    young_open = (abi.CONN_OPEN, 0)
+    pairs = [(side, young_open) for side in sides] + [(young_open, side) for side in sides]
+    pairs += [(a, b) for a in sides[::5] for b in sides[::7]]
+    program = load_replay_program(Config())
+    try:
+        for proto in (6, 1):
+            keys = _flow_keys(len(pairs), proto)
+            flows = np.zeros(len(pairs), dtype=abi.DUAL_FLOW_DTYPE)
+            for i, pair in enumerate(pairs):
+                for side, (state, age) in enumerate(pair):
+                    flows[i]["dir"][side]["conn_state"] = state
+                    flows[i]["dir"][side]["last_timestamp"] = now - age
+                flows[i]["seq"] = len(pairs) - i  # reported in this order, not the map's
+            libbpf.map_update_batch(program.flows_fd, keys, flows)
+
+            expected_events, expected_gone = [], set()
+            for i in reversed(range(len(pairs))):  # creation order: seq
+                (state0, age0), (state1, age1) = pairs[i]
+                old0, old1 = _old(proto, state0, age0), _old(proto, state1, age1)
+                active0 = state0 in (abi.CONN_WAITOPEN, abi.CONN_OPEN)
+                active1 = state1 in (abi.CONN_WAITOPEN, abi.CONN_OPEN)
+                if (active0 and not old0) or (active1 and not old1):
+                    continue
+                expected_gone.add(i + 1)
+                port = i + 1
+                if old0 and state0 == abi.CONN_OPEN:
+                    expected_events.append(Flow(proto, _HIGH, 80, _LOW, port))
+                if old1 and state1 == abi.CONN_OPEN:
+                    expected_events.append(Flow(proto, _LOW, port, _HIGH, 80))
+            cleanup = KernelCleanup(program)
+            events = cleanup.run(now, 5)
+            assert [event.flow for event in events] == expected_events
+            assert all(
+                event == FlowEvent(now + 5, event.flow, FlowEventType.CLOSING,
+                                   EventReason.FLOW_TIMEOUT, EventSource.GARBAGE_COLLECTION)
+                for event in events
+            )  # fmt: skip
+            left, _ = libbpf.map_lookup_batch(
+                program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+            )
+            gone = set(range(1, len(pairs) + 1)) - set(left["sport"].tolist())
+            assert gone == expected_gone
+            assert cleanup.flows_expired == len(expected_gone)
+            assert 0 < len(expected_gone) < len(pairs)
+            program.reset()
+    finally:
+        program.close()
+
+
+def test_cleanup_of_more_flows_than_one_batch(programs: dict[Config, PpingProgram]) -> None:
+    """More flows time out at once than the clean-up program returns in one run: it
+    runs again, and the closing events still come in the engine's order."""
+    flows = abi.CLEANUP_BATCH * 2 + 100
+    packets = []
+    for i in range(flows):
+        sport = 1024 + i
+        t = i * 10_000
+        packets.append((t, _tcp4(1, 2, sport, 80, PSH_ACK, 10, 0, 100)))
+        packets.append((t + 5_000, _tcp4(2, 1, 80, sport, ACK, 20, 10)))
+    packets.append((400 * S, _tcp4(3, 4, 5000, 80, PSH_ACK, 1, 0, 10)))
+    config = config_of(OPTION_SETS["r0"])
+    assert_same(_pcap(1, packets), config, programs)
+    engine = Engine(config)
+    list(replay(engine, CaptureReader(io.BytesIO(_pcap(1, packets)))))
+    assert engine.counters.flows_expired == flows

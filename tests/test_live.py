@@ -29,19 +29,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-import tracegen
 from pping import testbed
-from pping.cli import build_parser, config_from_args, main
-from pping.config import NS_PER_S, TIMESTAMP_LIFETIME_NS, Config
-from pping.engine import Engine
+from pping.cli import main
+from pping.config import FLOW_LIFETIME_NS, NS_PER_S, Config
 from pping.errors import KernelError
-from pping.events import Counters, Event, RttEvent
+from pping.events import Counters, Event, EventReason, FlowEvent, RttEvent
 from pping.kernel import abi, libbpf
+from pping.kernel.cleanup import KernelCleanup
 from pping.kernel.program import object_path
-from pping.kernel.replay import KernelReplay, load_replay_program
-from pping.replay import replay
-from pping.sources.kernel import LiveCleanup, LiveMonitor, delete_keys
-from pping.sources.pcap import CaptureReader
+from pping.kernel.replay import load_replay_program
+from pping.sources.kernel import LiveMonitor
 from pping.testbed import Testbed, ping, tcp_bulk
 
 
@@ -580,176 +577,120 @@ def test_missing_interface() -> None:
     assert out.getvalue() == ""
 
 
-# -- the live clean-up follows the specification --------------------------------------
+# -- the clean-up never undoes a packet --------------------------------------------------
 
 
-class LiveCleanupReplay(KernelReplay):
-    """The capture replay with its clean-up replaced by the live monitor's."""
-
-    def __init__(self, config: Config, program: Any) -> None:
-        super().__init__(config, False, program)
-        self.live = LiveCleanup(self.program)
-
-    def _expire(self, now: int) -> list[Event]:
-        base = self.base
-        if base is None:
-            return []
-        if not 0 <= now - base <= libbpf.U64_MAX:
-            # A capture whose clock jumps by centuries: beyond the program's clock,
-            # which a live clock never is. The replay's own clean-up handles it.
-            events = super()._expire(now)
-            self.live.timestamps_expired += self.counters.timestamps_expired
-            self.live.flows_expired += self.counters.flows_expired
-            self.counters.timestamps_expired = self.counters.flows_expired = 0
-            return events
-        return self.live.run(now - base, base)
-
-    def finish(self, counters: Counters, check: bool = True) -> None:
-        self.counters.timestamps_expired = self.live.timestamps_expired
-        self.counters.flows_expired = self.live.flows_expired
-        super().finish(counters, check)
-
-
-def _outstanding_engine(engine: Engine) -> dict[Any, tuple[int, int]]:
-    return {
-        key: (dual.first.outstanding, dual.second.outstanding) for key, dual in engine.flows.items()
-    }
-
-
-def _outstanding_kernel(program: Any) -> dict[Any, tuple[int, int]]:
-    keys, values = libbpf.map_lookup_batch(
-        program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
-    )
-    return {
-        (int(k["link"]), int(k["proto"]), bytes(k["saddr"]), int(k["sport"]),
-         bytes(k["daddr"]), int(k["dport"])): (
-            int(v["dir"]["outstanding"][0]), int(v["dir"]["outstanding"][1]))
-        for k, v in zip(keys, values, strict=True)
-    }  # fmt: skip
-
-
-CAPTURES = sorted(p for p in (Path(__file__).parent / "data" / "pcaps").glob("*.pcap*"))
-SCENARIOS = [
-    ("bulk", {"flows": 3, "packets": 20_000}),
-    ("many_flows", {"flows": 200, "packets": 20_000}),
-    ("fin_reuse", {}),
-    ("handshake_rst", {}),
-    ("loss", {}),
-    ("app_limited", {}),
-    ("icmp_echo", {}),
-    ("icmp_echo", {"ip_version": 6}),
-]
-
-
-@pytest.mark.parametrize(
-    "options",
-    [["-r", "0", "-c", "0.1", "-T", "-C", "-s"], ["-r", "0", "-T", "-C", "-s"], ["-r", "100"]],
-    ids=["r0-c0.1", "r0", "r100"],
-)
-def test_live_cleanup_gives_the_engines_events(options: list[str]) -> None:
-    """Replayed through the kernel program with the live clean-up, every capture gives
-    the events, counters and outstanding counts of the reference engine."""
-    config = config_from_args(build_parser().parse_args(["--read", "-", *options]))
-    raws = [p.read_bytes() for p in CAPTURES]
-    raws += [tracegen.SCENARIOS[name](seed=7, **kwargs)[0] for name, kwargs in SCENARIOS]
-    program = load_replay_program(config)
-    try:
-        for index, raw in enumerate(raws):
-            engine = Engine(config)
-            try:
-                expected = list(replay(engine, CaptureReader(io.BytesIO(raw))))
-            except Exception:
-                continue  # a corrupt capture: the parity tests cover its prefix
-            session = LiveCleanupReplay(config, program)
-            got = list(session.run(CaptureReader(io.BytesIO(raw))))
-            counters = Counters()
-            session.finish(counters)
-            assert got == expected, f"capture {index}"
-            assert counters == engine.counters, f"capture {index}"
-            assert _outstanding_kernel(program) == _outstanding_engine(engine), f"capture {index}"
-    finally:
-        program.close()
-
-
-def test_delete_keys_skips_keys_already_gone() -> None:
-    program = load_replay_program(Config())
-    try:
-        keys = np.zeros(6, dtype=abi.TIMESTAMP_KEY_DTYPE)
-        keys["pid"] = np.arange(6)
-        value = np.zeros(1, dtype=np.uint64)
-        for i in (0, 2, 3, 5):
-            libbpf.map_update(program.timestamps_fd, keys[i : i + 1], value)
-        deleted = delete_keys(program.timestamps_fd, keys)
-        assert deleted.tolist() == [True, False, True, True, False, True]
-        left, _ = libbpf.map_lookup_batch(
-            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
-        )
-        assert len(left) == 0
-        assert delete_keys(program.timestamps_fd, keys[:0]).tolist() == []
-    finally:
-        program.close()
-
-
-def _tcp_frame(tsval: int, payload: int) -> bytes:
-    """Ethernet + IPv4 + TCP (ACK, timestamp option) from 10.0.0.1 to 10.0.0.2."""
+def _tcp_frame(tsval: int, tsecr: int, payload: int, *, reply: bool = False) -> bytes:
+    """Ethernet + IPv4 + TCP (ACK, timestamp option), 10.0.0.1:40000 -> 10.0.0.2:80, or
+    the other way with `reply`."""
     tcp_len = 32
+    client, server = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+    src, dst, sport, dport = (server, client, 80, 40000) if reply else (client, server, 40000, 80)
     ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len + payload, 0, 0, 64, 6, 0,
-        bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]),
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len + payload, 0, 0, 64, 6, 0, src, dst,
     )  # fmt: skip
-    options = struct.pack("!BBBBII", 1, 1, 8, 10, tsval, 0)
-    tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1, 1, (tcp_len // 4) << 4, 0x10, 65535, 0, 0)
+    options = struct.pack("!BBBBII", 1, 1, 8, 10, tsval, tsecr)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, (tcp_len // 4) << 4, 0x10, 65535, 0, 0)
     return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp + options + b"x" * payload
 
 
-def test_live_cleanup_loses_no_update_of_a_packet_during_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A packet handled while the clean-up releases a stale timestamp keeps all it did
-    to the flow entry: its packet count and the timestamp it added (`outstanding`)."""
-    program = load_replay_program(Config())
+def _only_flow(program: Any) -> Any:
+    keys, values = libbpf.map_lookup_batch(
+        program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+    )
+    assert len(keys) == 1
+    return values[0]
+
+
+# What the clean-up may call in the binding: a packet is slipped in before each of them.
+_BINDING_CALLS = ("run_syscall_program", "map_lookup_batch", "map_lookup", "map_update")
+
+
+class PacketDuringCleanup:
+    """Runs the clean-up with one packet handled right before its n-th call into the
+    libbpf binding (after its last call, if it makes fewer): every instant at which
+    user space could be overtaken by a packet on another CPU."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, packet: Callable[[], None]) -> None:
+        self.packet = packet
+        self.at = self.calls = 0
+        self.active = self.done = False
+        for name in _BINDING_CALLS:
+            monkeypatch.setattr(libbpf, name, self._wrap(getattr(libbpf, name)))
+
+    def _wrap(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            if self.active:
+                if not self.done and self.calls == self.at:
+                    self._handle_packet()
+                self.calls += 1
+            return real(*args)
+
+        return call
+
+    def _handle_packet(self) -> None:
+        self.done = True
+        self.packet()
+
+    def run(self, cleanup: KernelCleanup, now: int, at: int) -> list[Event]:
+        self.at, self.calls, self.done, self.active = at, 0, False, True
+        try:
+            events = cleanup.run(now)
+        finally:
+            self.active = False
+        if not self.done:
+            self._handle_packet()
+        return events
+
+
+def test_cleanup_never_undoes_a_packet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flow past its lifetime gets a packet while the clean-up runs, at every instant
+    user space can be overtaken. Either the packet came first (the flow is young again
+    and stays, with the packet counted and its timestamp outstanding) or the clean-up
+    did (the flow timed out, and the packet starts a new entry); never is the packet's
+    work deleted with the entry, as it could be when user space decided on a copy."""
+    program = load_replay_program(Config(rate_limit_ns=0))
     try:
         runner = libbpf.TestRunner(program.program_fds[abi.PROGRAM_INGRESS])
         t0 = NS_PER_S
-        runner.run(_tcp_frame(100, 10), t0, 0)  # the direction starts
-        runner.run(_tcp_frame(101, 10), t0 + MS, 0)  # timestamp (101) created
-        now = t0 + TIMESTAMP_LIFETIME_NS + 2 * MS  # (101) is stale
-        injected: list[bool] = []
-
-        def packet_meanwhile() -> None:
-            if not injected:
-                injected.append(True)
-                runner.run(_tcp_frame(102, 10), now, 0)  # timestamp (102) created
-
-        real_lookup = libbpf.map_lookup
-
-        def lookup(fd: int, key: Any, value: Any) -> bool:
-            found = real_lookup(fd, key, value)
-            packet_meanwhile()  # between the clean-up's read and what it does next
-            return found
-
-        monkeypatch.setattr(libbpf, "map_lookup", lookup)
-        real_run = getattr(libbpf, "run_syscall_program", None)
-        if real_run is not None:
-
-            def run(prog_fd: int, ctx: Any) -> int:
-                packet_meanwhile()
-                return int(real_run(prog_fd, ctx))
-
-            monkeypatch.setattr(libbpf, "run_syscall_program", run)
-        cleanup = LiveCleanup(program)
-        assert cleanup.run(now) == []
-        assert injected
-        assert cleanup.timestamps_expired == 1
-        _, flows = libbpf.map_lookup_batch(
-            program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+        last = t0 + 3 * MS
+        now = last + FLOW_LIFETIME_NS + 1  # the flow is old, timestamp (102) stale
+        during = PacketDuringCleanup(
+            monkeypatch, lambda: runner.run(_tcp_frame(103, 0, 10), now, 0)
         )
-        state = flows[0]["dir"][0]
-        assert int(state["sent_pkts"]) == 3
-        assert int(state["outstanding"]) == 1
-        ts_keys, _ = libbpf.map_lookup_batch(
-            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
-        )
-        assert ts_keys["pid"].tolist() == [102]
+        outcomes = set()
+        at = 0
+        while True:
+            program.reset()
+            runner.run(_tcp_frame(100, 0, 10), t0, 0)  # the direction starts
+            runner.run(_tcp_frame(101, 0, 10), t0 + MS, 0)  # timestamp (101)
+            runner.run(_tcp_frame(500, 101, 0, reply=True), t0 + 2 * MS, 0)  # opens it
+            runner.run(_tcp_frame(102, 0, 10), last, 0)  # timestamp (102), never answered
+            cleanup = KernelCleanup(program)
+            events = during.run(cleanup, now, at)
+            assert cleanup.timestamps_expired == 1
+            state = _only_flow(program)["dir"][0]
+            ts_keys, _ = libbpf.map_lookup_batch(
+                program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
+            )
+            if cleanup.flows_expired == 0:  # the packet first
+                assert events == []
+                assert int(state["sent_pkts"]) == 4
+                assert int(state["conn_state"]) == abi.CONN_OPEN
+                assert int(state["outstanding"]) == 1
+                assert ts_keys["pid"].tolist() == [103]
+                outcomes.add("packet first")
+            else:  # the clean-up first
+                assert len(events) == 1 and isinstance(events[0], FlowEvent)
+                assert events[0].reason == EventReason.FLOW_TIMEOUT
+                assert int(state["sent_pkts"]) == 1
+                assert int(state["conn_state"]) == abi.CONN_WAITOPEN
+                assert int(state["outstanding"]) == 0
+                assert ts_keys["pid"].tolist() == []
+                outcomes.add("clean-up first")
+            if at >= during.calls:
+                break
+            at += 1
+        assert outcomes == {"packet first", "clean-up first"}
     finally:
         program.close()

@@ -116,16 +116,29 @@ class WarningState(ctypes.Structure):
     _fields_ = [("last", U64), ("valid", U64)]
 
 
-class ReleaseEntry(ctypes.Structure):
-    """struct release_entry: one stale timestamp for the clean-up program."""
+class CleanupArgs(ctypes.Structure):
+    """struct cleanup_args: the context of the clean-up program (in: the time and the
+    lifetimes; out: what it deleted)."""
 
-    _fields_ = [("key", TimestampKey), ("sent", U64), ("result", U32), ("reserved", U32)]
+    _fields_ = [
+        ("now", U64),
+        ("timestamp_lifetime", U64),
+        ("timestamp_min_lifetime", U64),
+        ("timestamp_rtt_lifetime", U64),
+        ("flow_lifetime", U64),
+        ("icmp_flow_lifetime", U64),
+        ("unopened_flow_lifetime", U64),
+        ("walk", U32),
+        ("timestamps_expired", U32),
+        ("flows_expired", U32),
+        ("more", U32),
+    ]
 
 
-class ReleaseArgs(ctypes.Structure):
-    """struct release_args: the context of the clean-up program."""
+class ExpiredFlow(ctypes.Structure):
+    """struct expired_flow: one flow entry the clean-up program deleted."""
 
-    _fields_ = [("count", U32), ("reserved", U32)]
+    _fields_ = [("seq", U64), ("key", FlowKey), ("timed_out", U8), ("reserved", U8 * 3)]
 
 
 class RttEvent(ctypes.Structure):
@@ -175,8 +188,8 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "dual_flow": DualFlow,
     "timestamp_key": TimestampKey,
     "warning_state": WarningState,
-    "release_entry": ReleaseEntry,
-    "release_args": ReleaseArgs,
+    "cleanup_args": CleanupArgs,
+    "expired_flow": ExpiredFlow,
     "rtt_event": RttEvent,
     "flow_event": FlowEvent,
     "map_full_event": MapFullEvent,
@@ -192,8 +205,8 @@ FLOW_KEY_DTYPE = dtype_of(FlowKey)
 DUAL_FLOW_DTYPE = dtype_of(DualFlow)
 TIMESTAMP_KEY_DTYPE = dtype_of(TimestampKey)
 WARNING_STATE_DTYPE = dtype_of(WarningState)
-RELEASE_ENTRY_DTYPE = dtype_of(ReleaseEntry)
-RELEASE_BATCH = 1024  # PPING_RELEASE_BATCH: entries of the `releases` global
+EXPIRED_FLOW_DTYPE = dtype_of(ExpiredFlow)
+CLEANUP_BATCH = 1024  # PPING_CLEANUP_BATCH: entries of the map `expired`
 
 # enum pping_conn_state
 CONN_EMPTY = 0
@@ -205,6 +218,10 @@ CONN_CLOSED = 3
 EVENT_TYPE_RTT = 1
 EVENT_TYPE_FLOW = 2
 EVENT_TYPE_MAP_FULL = 3
+
+# enum pping_cleanup_walk
+CLEANUP_TIMESTAMPS = 1
+CLEANUP_FLOWS = 2
 
 # enum pping_table
 TABLE_TIMESTAMPS = 0
@@ -288,6 +305,10 @@ ENUMS: dict[str, dict[str, int]] = {
         "EVENT_TYPE_FLOW": EVENT_TYPE_FLOW,
         "EVENT_TYPE_MAP_FULL": EVENT_TYPE_MAP_FULL,
     },
+    "pping_cleanup_walk": {
+        "CLEANUP_TIMESTAMPS": CLEANUP_TIMESTAMPS,
+        "CLEANUP_FLOWS": CLEANUP_FLOWS,
+    },
     "pping_table": {
         "TABLE_TIMESTAMPS": TABLE_TIMESTAMPS,
         "TABLE_FLOWS": TABLE_FLOWS,
@@ -302,11 +323,11 @@ ENUMS: dict[str, dict[str, int]] = {
 # Names of the objects in the compiled program.
 PROGRAM_INGRESS = "pping_tc_ingress"
 PROGRAM_EGRESS = "pping_tc_egress"
-PROGRAM_RELEASE = "pping_release"  # SEC("syscall"): the clean-up's timestamp removal
-MAP_RELEASES = ".data.releases"  # the data section of the global `releases`
+PROGRAM_CLEANUP = "pping_cleanup"  # SEC("syscall"): the periodic clean-up
 MAP_FLOWS = "flows"
 MAP_TIMESTAMPS = "timestamps"
 MAP_EVENTS = "events"
 MAP_COUNTERS = "counters"
 MAP_WARNINGS = "warnings"
+MAP_EXPIRED = "expired"  # the clean-up program's output
 CONFIG_VARIABLE = "config"

@@ -149,10 +149,10 @@ class PpingProgram:
             self.timestamps_fd = timestamps.fd
             self.counters_fd = obj.map(abi.MAP_COUNTERS).fd
             self.warnings_fd = obj.map(abi.MAP_WARNINGS).fd
-            self.releases_fd = obj.map(abi.MAP_RELEASES).fd
+            self.expired_fd = obj.map(abi.MAP_EXPIRED).fd
             self.program_fds = {name: obj.program(name).fd for name in wanted}
-            # Always loaded: the live clean-up's atomic removal of timestamps.
-            self.release_fd = obj.program(abi.PROGRAM_RELEASE).fd
+            # Always loaded: the clean-up (kernel/cleanup.py), live and in replay.
+            self.cleanup_fd = obj.program(abi.PROGRAM_CLEANUP).fd
             self.ring = RingBuffer(obj.map(abi.MAP_EVENTS).fd, ringbuf_bytes)
         except BaseException:
             self.close()

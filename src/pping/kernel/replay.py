@@ -17,8 +17,8 @@ will do it:
   is parsed here and the program gets a minimal frame with the same parse.
 - Time and link: the context's `tstamp` carries the capture time minus `base` (the
   program's clock is 64-bit, capture times are not), `mark` the interface.
-- Clean-up: run here at the moments of `replay.CleanupClock`, on the maps, with the
-  rules of `Engine.expire` (see `_expire`).
+- Clean-up: at the moments of `replay.CleanupClock`, the kernel's clean-up program
+  (kernel/cleanup.py), as live monitoring runs it.
 """
 
 from __future__ import annotations
@@ -29,23 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import (
-    Config,
-    direction_is_old,
-    timestamp_is_stale,
-)
+from ..config import Config
 from ..errors import KernelError
-from ..events import (
-    IPPROTO_ICMP,
-    IPPROTO_ICMPV6,
-    Counters,
-    Event,
-    EventReason,
-    EventSource,
-    Flow,
-    FlowEvent,
-    FlowEventType,
-)
+from ..events import IPPROTO_ICMP, IPPROTO_ICMPV6, Counters, Event
 from ..packet import (
     ETH_P_IP,
     ETH_P_IPV6,
@@ -77,6 +63,7 @@ from ..packet import (
 from ..replay import CleanupClock
 from ..sources.pcap import CaptureRecord
 from . import abi, libbpf
+from .cleanup import KernelCleanup
 from .program import PpingProgram, decode_event
 
 U64_MAX = libbpf.U64_MAX
@@ -331,29 +318,6 @@ def fit_frame(frame: bytes, wire_len: int) -> bytes | str:
 # -- the replay ----------------------------------------------------------------------
 
 
-def _reverse_key(key: bytes) -> bytes:
-    """The reverse direction of a packed struct flow_key."""
-    return key[:8] + key[24:40] + key[8:24] + key[42:44] + key[40:42]
-
-
-def _is_first(key: bytes) -> bool:
-    """(saddr, sport) <= (daddr, dport) for a packed struct flow_key (ports in host order)."""
-    saddr, daddr = key[8:24], key[24:40]
-    if saddr != daddr:
-        return saddr < daddr
-    return int.from_bytes(key[40:42], "little") <= int.from_bytes(key[42:44], "little")
-
-
-def _flow_of(key: bytes, reverse: bool) -> Flow:
-    proto = key[4]
-    saddr, daddr = key[8:24], key[24:40]
-    sport = int.from_bytes(key[40:42], "little")
-    dport = int.from_bytes(key[42:44], "little")
-    if reverse:
-        return Flow(proto, daddr, dport, saddr, sport)
-    return Flow(proto, saddr, sport, daddr, dport)
-
-
 def load_replay_program(config: Config) -> PpingProgram:
     """The kernel program in replay mode (time and link from the test-run context)."""
     return PpingProgram(
@@ -383,7 +347,8 @@ class KernelReplay:
         self.program = program
         self.runner = libbpf.TestRunner(self.program.program_fds[abi.PROGRAM_INGRESS])
         self.clock = CleanupClock(config.cleanup_interval_ns)
-        # Counted here: packets whose link header packet.py refuses, and the clean-up.
+        self.cleanup = KernelCleanup(program)
+        # Counted here: packets whose link header packet.py refuses.
         self.counters = Counters()
         # Kernel time = capture time - base (None until the first packet).
         self.base: int | None = None
@@ -430,14 +395,15 @@ class KernelReplay:
                 raise KernelError(f"failed to replay: interface number {link} is too large")
             base = self.base
             if base is None or not 0 <= now - base <= U64_MAX:
-                self._rebase(now - TIME_MARGIN)
+                if self._rebase(now - TIME_MARGIN):
+                    self.clamped = True
                 base = now - TIME_MARGIN
             run(frame, now - base, link)
             if ring.pending():
                 for data in ring.read():
                     yield decode_event(data, base)
 
-    def _rebase(self, new_base: int) -> None:
+    def _rebase(self, new_base: int) -> list[tuple[int, Any, Any]]:
         """Move the program's clock so that it starts at capture time `new_base`.
 
         Every time in the maps is shifted to the new clock. A time that the new clock
@@ -445,20 +411,24 @@ class KernelReplay:
         than ~438) is clamped; it is then older (or newer) than anything the
         comparisons of the specification can tell apart, except with clean-up off.
         A time of 0 means "never set" (an empty direction's times, a previous burst
-        window that never was) and stays 0, as in the engine.
+        window that never was) and stays 0, as in the engine. Returns the entries with
+        a clamped time, as (map fd, key, value buffer).
         """
         old_base = self.base
         self.base = new_base
         if old_base is None:
-            return
+            return []
         shift = old_base - new_base
+        clamped: list[tuple[int, Any, Any]] = []
 
-        def move(values: Any) -> Any:
-            moved = [int(v) + shift if v else 0 for v in values.ravel().tolist()]
-            clamped = [min(max(v, 0), U64_MAX) for v in moved]
-            if clamped != moved:
-                self.clamped = True
-            return np.array(clamped, dtype=np.uint64).reshape(values.shape)
+        def move(fd: int, keys: Any, values: Any, times: Any) -> Any:
+            """`times` (one row per key) on the new clock; notes the clamped rows."""
+            moved = [int(v) + shift if v else 0 for v in times.ravel().tolist()]
+            kept = [min(max(v, 0), U64_MAX) for v in moved]
+            changed = np.array([a != b for a, b in zip(moved, kept, strict=True)])
+            for row in np.flatnonzero(changed.reshape(len(keys), -1).any(axis=1)).tolist():
+                clamped.append((fd, keys[row : row + 1], values[row : row + 1].copy()))
+            return np.array(kept, dtype=np.uint64).reshape(times.shape)
 
         program = self.program
         keys, flows = libbpf.map_lookup_batch(
@@ -466,96 +436,40 @@ class KernelReplay:
         )
         if len(keys):
             for field in ("last_timestamp", "started", "previous_window"):
-                flows["dir"][field] = move(flows["dir"][field])
+                flows["dir"][field] = move(program.flows_fd, keys, flows, flows["dir"][field])
             libbpf.map_update_batch(program.flows_fd, keys, flows)
         ts_keys, sent = libbpf.map_lookup_batch(
             program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
         )
         if len(ts_keys):
-            libbpf.map_update_batch(program.timestamps_fd, ts_keys, move(sent))
+            moved = move(program.timestamps_fd, ts_keys, sent, sent)
+            libbpf.map_update_batch(program.timestamps_fd, ts_keys, moved)
         warning = np.zeros(1, dtype=abi.WARNING_STATE_DTYPE)
-        index = np.zeros(1, dtype=np.uint32)
         for table in range(abi.NR_TABLES):
-            index[0] = table
+            index = np.array([table], dtype=np.uint32)
             libbpf.map_lookup(program.warnings_fd, index, warning)
             if warning["valid"][0]:
-                warning["last"] = move(warning["last"])
+                warning["last"] = move(program.warnings_fd, index, warning, warning["last"])
                 libbpf.map_update(program.warnings_fd, index, warning)
+        return clamped
 
     # -- clean-up ------------------------------------------------------------------
 
     def _expire(self, now: int) -> list[Event]:
-        """Engine.expire on the program's maps: stale timestamps, then idle flows."""
-        base = self.base
-        if base is None:
+        """The kernel's clean-up at capture time `now`."""
+        if self.base is None:
             return []  # nothing reached the program yet: its maps are empty
-        program = self.program
-        flow_keys, flows = libbpf.map_lookup_batch(
-            program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
-        )
-        raw_keys = flow_keys.tobytes()
-        size = abi.FLOW_KEY_DTYPE.itemsize
-        key_bytes = [raw_keys[i * size : (i + 1) * size] for i in range(len(flow_keys))]
-        row_of = {key: row for row, key in enumerate(key_bytes)}
-        states = flows["dir"]
-        outstanding = states["outstanding"].astype(np.int64)
-        srtt = states["srtt"].tolist()
-        started = states["started"].tolist()
-
-        # Timestamps (Engine._expire_timestamps).
-        ts_keys, sent_times = libbpf.map_lookup_batch(
-            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
-        )
-        raw_ts = ts_keys.tobytes()
-        ts_size = abi.TIMESTAMP_KEY_DTYPE.itemsize
-        stale = []
-        for i, kernel_sent in enumerate(sent_times.tolist()):
-            sent = kernel_sent + base
-            if now <= sent:
-                continue
-            direction = raw_ts[i * ts_size : i * ts_size + size]
-            if _is_first(direction):
-                row, side = row_of.get(direction), 0
-            else:
-                row, side = row_of.get(_reverse_key(direction)), 1
-            state_srtt = srtt[row][side] if row is not None else 0
-            age = now - sent
-            if timestamp_is_stale(age, state_srtt):
-                stale.append(i)
-                if row is not None and sent >= started[row][side] + base:
-                    outstanding[row, side] -= 1
-        libbpf.map_delete_batch(program.timestamps_fd, ts_keys[stale])
-        self.counters.timestamps_expired += len(stale)
-
-        # Flows (Engine._expire_flows), in the engine's order: creation order.
-        events: list[Event] = []
-        dead = []
-        conn = states["conn_state"].tolist()
-        last = states["last_timestamp"].tolist()
-        for row in np.argsort(flows["seq"], kind="stable").tolist():
-            key = key_bytes[row]
-            proto = key[4]
-            old = [
-                _is_flow_old(proto, conn[row][side], last[row][side] + base, now) for side in (0, 1)
-            ]
-            active = [abi.CONN_WAITOPEN <= conn[row][side] <= abi.CONN_OPEN for side in (0, 1)]
-            if (active[0] and not old[0]) or (active[1] and not old[1]):
-                continue
-            dead.append(row)
-            # Reported "backwards", as the reply direction, like every other event.
-            if old[0] and conn[row][0] == abi.CONN_OPEN:
-                events.append(_timeout_event(now, _flow_of(key, reverse=True)))
-            if old[1] and conn[row][1] == abi.CONN_OPEN:
-                events.append(_timeout_event(now, _flow_of(key, reverse=False)))
-        libbpf.map_delete_batch(program.flows_fd, flow_keys[dead])
-        self.counters.flows_expired += len(dead)
-
-        changed = np.flatnonzero((outstanding != states["outstanding"]).any(axis=1))
-        changed = np.setdiff1d(changed, np.array(dead, dtype=np.int64))
-        if len(changed):
-            updated = flows[changed]
-            updated["dir"]["outstanding"] = outstanding[changed].astype(np.uint32)
-            libbpf.map_update_batch(program.flows_fd, flow_keys[changed], updated)
+        clamped: list[tuple[int, Any, Any]] = []
+        if not 0 <= now - self.base <= U64_MAX:
+            # The clean-up needs `now` on the program's clock: move the clock before
+            # it, not after (the packet that follows would move it anyway). A clamped
+            # time is more than 2^62 ns old (or in the future) either way, which every
+            # lifetime tells apart the same; what counts as clamped is what survives.
+            clamped = self._rebase(now - TIME_MARGIN)
+        base = self.base
+        events = self.cleanup.run(now - base, base)
+        if any(libbpf.map_lookup(fd, key, value) for fd, key, value in clamped):
+            self.clamped = True
         return events
 
     def finish(self, counters: Counters, check: bool = True) -> None:
@@ -565,24 +479,10 @@ class KernelReplay:
         counters.packets += self.counters.packets
         for reason, count in self.counters.skipped.items():
             counters.skip(reason, count)
-        counters.timestamps_expired += self.counters.timestamps_expired
-        counters.flows_expired += self.counters.flows_expired
+        counters.timestamps_expired += self.cleanup.timestamps_expired
+        counters.flows_expired += self.cleanup.flows_expired
         if lost and check:
             raise KernelError(f"failed to replay: {lost} events lost (ring buffer full)")
-
-
-def _is_flow_old(proto: int, conn_state: int, last_timestamp: int, now: int) -> bool:
-    if not abi.CONN_WAITOPEN <= conn_state <= abi.CONN_OPEN or last_timestamp > now:
-        return False
-    icmp = proto in (IPPROTO_ICMP, IPPROTO_ICMPV6)
-    waiting = conn_state == abi.CONN_WAITOPEN
-    return bool(direction_is_old(now - last_timestamp, waiting, icmp))
-
-
-def _timeout_event(now: int, flow: Flow) -> FlowEvent:
-    return FlowEvent(
-        now, flow, FlowEventType.CLOSING, EventReason.FLOW_TIMEOUT, EventSource.GARBAGE_COLLECTION
-    )
 
 
 def kernel_replay(

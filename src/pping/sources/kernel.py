@@ -11,9 +11,9 @@ clsact), and `run` then loops until SIGINT/SIGTERM or until an interface disappe
   CLOCK_MONOTONIC, which is bpf_ktime_get_ns; adding `time.time_ns() -
   time.monotonic_ns()` makes them wall-clock times (refreshed when the wall clock is
   stepped).
-- **clean-up** every `-c` seconds, on the kernel's maps, with the rules of the
-  specification (and `Engine.expire`): see `LiveCleanup` for why it cannot simply
-  read, edit and write back the tables as the capture replay does.
+- **clean-up** every `-c` seconds: the kernel program `pping_cleanup` decides and
+  deletes next to the live entries (kernel/cleanup.py), so a packet handled during a
+  clean-up is never undone by it.
 - **map-full warnings**: at most one a second per table, whatever the CPUs race to.
 - **counters**: the program's per-CPU counters summed, plus the clean-up's; SIGUSR1
   prints them (`write_counters(..., final=False)`), the caller prints the final ones.
@@ -25,8 +25,6 @@ Stopping detaches the programs first, then drains what they emitted before that.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import functools
 import os
 import select
@@ -36,35 +34,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, TextIO
+from typing import TextIO
 
-import numpy as np
-import numpy.typing as npt
-
-from ..config import (
-    MAP_FULL_WARN_INTERVAL_NS,
-    NS_PER_S,
-    TIMESTAMP_MIN_LIFETIME_NS,
-    Config,
-    direction_is_old,
-    timestamp_is_stale,
-)
+from ..config import MAP_FULL_WARN_INTERVAL_NS, NS_PER_S, Config
 from ..errors import KernelError, PpingError
-from ..events import (
-    IPPROTO_ICMP,
-    IPPROTO_ICMPV6,
-    Counters,
-    Event,
-    EventReason,
-    EventSource,
-    Flow,
-    FlowEvent,
-    FlowEventType,
-    MapFullEvent,
-)
+from ..events import Counters, Event, MapFullEvent
 from ..kernel import abi, libbpf
 from ..kernel.attach import Attachment, attach, attach_mode, interface_exists, interface_index
 from ..kernel.batch import EventBuilder, read_batch
+from ..kernel.cleanup import KernelCleanup
 from ..kernel.program import PpingProgram
 from ..sinks import Sink
 
@@ -148,233 +126,6 @@ def clock_offset() -> int:
     return best
 
 
-# -- clean-up ------------------------------------------------------------------------
-
-_FLOW_KEY_SIZE = abi.FLOW_KEY_DTYPE.itemsize
-
-
-def _canonical(direction: bytes) -> tuple[bytes, int]:
-    """The flow-table key holding a direction (a packed struct flow_key), and the side
-    (0: the key's own direction, 1: the reverse) the direction is stored in."""
-    saddr, daddr = direction[8:24], direction[24:40]
-    sport = int.from_bytes(direction[40:42], "little")
-    dport = int.from_bytes(direction[42:44], "little")
-    if (saddr, sport) <= (daddr, dport):
-        return direction, 0
-    reverse = direction[:8] + daddr + saddr + direction[42:44] + direction[40:42]
-    return reverse, 1
-
-
-def _flow_of(key: bytes, side: int) -> Flow:
-    """A direction of a flow-table key, as printed: side 0 is the key's direction."""
-    proto = key[4]
-    saddr, daddr = key[8:24], key[24:40]
-    sport = int.from_bytes(key[40:42], "little")
-    dport = int.from_bytes(key[42:44], "little")
-    if side:
-        return Flow(proto, daddr, dport, saddr, sport)
-    return Flow(proto, saddr, sport, daddr, dport)
-
-
-def old_directions(
-    proto: npt.NDArray[Any], conn: npt.NDArray[Any], last: npt.NDArray[Any], now: int
-) -> npt.NDArray[np.bool_]:
-    """Which directions are *old* (docs/algorithm.md, "Clean-up"), for n flows at once.
-
-    `proto` has shape (n,), `conn` (connection states) and `last` (last timestamps)
-    shape (n, 2); the result has shape (n, 2).
-    """
-    active = (conn == abi.CONN_WAITOPEN) | (conn == abi.CONN_OPEN)
-    last = last.astype(np.uint64)
-    clock = np.uint64(now)
-    not_future = last <= clock
-    age = np.where(not_future, clock - np.minimum(last, clock), np.uint64(0))
-    icmp = ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6))[:, None]
-    old = direction_is_old(age, conn == abi.CONN_WAITOPEN, icmp)
-    result: npt.NDArray[np.bool_] = active & not_future & old
-    return result
-
-
-def delete_keys(fd: int, keys: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
-    """Delete `keys` from a hash map; which of them this call deleted.
-
-    A key that is already gone (the kernel program deleted it meanwhile: a matched
-    timestamp, a closed flow) is skipped, not an error: the batch goes on after it.
-    """
-    deleted = np.zeros(len(keys), dtype=np.bool_)
-    if len(keys) == 0:
-        return deleted
-    keys = np.ascontiguousarray(keys)
-    size = keys.dtype.itemsize
-    base = int(keys.ctypes.data)
-    opts = libbpf.BpfMapBatchOpts(sz=ctypes.sizeof(libbpf.BpfMapBatchOpts))
-    delete_batch = libbpf.lib().bpf_map_delete_batch
-    start = 0
-    while start < len(keys):
-        count = ctypes.c_uint32(len(keys) - start)
-        result = delete_batch(fd, base + start * size, ctypes.byref(count), ctypes.addressof(opts))
-        done = int(count.value)
-        deleted[start : start + done] = True
-        start += done
-        if result == 0:
-            break
-        if result != -errno.ENOENT:
-            raise KernelError(f"failed to delete map entries: {os.strerror(-result)}")
-        start += 1  # the key that was gone already
-    return deleted
-
-
-def release_timestamps(
-    program: PpingProgram, keys: npt.NDArray[Any], sent: npt.NDArray[Any]
-) -> npt.NDArray[np.bool_]:
-    """Remove stale timestamps through the kernel's clean-up program (pping_release):
-    each is deleted only if it still holds its time in `sent`, and then subtracted
-    atomically (never below 0) from the `outstanding` count of its direction when it
-    belongs to the direction's current incarnation. Returns which of them were
-    deleted by this call (not by a packet's match, not replaced meanwhile)."""
-    deleted = np.zeros(len(keys), dtype=np.bool_)
-    batch = abi.RELEASE_BATCH
-    section = np.zeros(batch, dtype=abi.RELEASE_ENTRY_DTYPE)
-    zero = np.zeros(1, dtype=np.uint32)
-    for start in range(0, len(keys), batch):
-        n = min(batch, len(keys) - start)
-        section[:] = 0
-        section["key"][:n] = keys[start : start + n]
-        section["sent"][:n] = sent[start : start + n]
-        # The global array is the single value of its data section's map.
-        libbpf.map_update(program.releases_fd, zero, section)
-        released = libbpf.run_syscall_program(program.release_fd, abi.ReleaseArgs(count=n))
-        if released == n:
-            deleted[start : start + n] = True
-        elif released:
-            if not libbpf.map_lookup(program.releases_fd, zero, section):
-                raise KernelError("failed to read the clean-up program's results")
-            deleted[start : start + n] = section["result"][:n] != 0
-    return deleted
-
-
-class LiveCleanup:
-    """The specification's clean-up on the maps of a running program.
-
-    The rules are those of `Engine.expire` (and of the capture replay's clean-up in
-    kernel/replay.py); what differs is how the maps are changed, since the program
-    keeps updating them meanwhile:
-
-    - stale timestamps are removed by the kernel's clean-up program
-      (`release_timestamps`): a timestamp is deleted only if it still holds the time
-      read here (a packet may have matched it, or replaced an orphan, meanwhile), and
-      only what this pass deleted is counted and subtracted from `outstanding`, with
-      an atomic subtraction on the live flow entry (never below 0), so no update the
-      tc programs make to the entry is lost (user space cannot change one field of a
-      hash-map value in place, and used to rewrite the whole value);
-    - a flow entry found idle is read again before it is deleted, and kept if a packet
-      made it live meanwhile.
-
-    Times are the program's clock (CLOCK_MONOTONIC ns); `time_base` is added to the
-    times of the events returned.
-    """
-
-    def __init__(self, program: PpingProgram) -> None:
-        self.program = program
-        self.timestamps_expired = 0
-        self.flows_expired = 0
-
-    def run(self, now: int, time_base: int = 0) -> list[Event]:
-        program = self.program
-        flow_keys, flows = libbpf.map_lookup_batch(
-            program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
-        )
-        self._expire_timestamps(now, flow_keys, flows)
-        return self._expire_flows(now, time_base, flow_keys, flows)
-
-    def _expire_timestamps(
-        self, now: int, flow_keys: npt.NDArray[Any], flows: npt.NDArray[Any]
-    ) -> None:
-        program = self.program
-        ts_keys, sent = libbpf.map_lookup_batch(
-            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
-        )
-        if len(ts_keys) == 0:
-            return
-        clock = np.uint64(now)
-        # No entry younger than the shortest lifetime can go: skip those in bulk.
-        older = sent < clock
-        candidates = np.flatnonzero(
-            older & (clock - np.where(older, sent, clock) > TIMESTAMP_MIN_LIFETIME_NS)
-        )
-        if len(candidates) == 0:
-            return
-        raw_flows = flow_keys.tobytes()
-        row_of = {
-            raw_flows[i * _FLOW_KEY_SIZE : (i + 1) * _FLOW_KEY_SIZE]: i
-            for i in range(len(flow_keys))
-        }
-        srtt = flows["dir"]["srtt"]
-        raw_ts = ts_keys.tobytes()
-        ts_size = abi.TIMESTAMP_KEY_DTYPE.itemsize
-        stale: list[int] = []
-        for i in candidates.tolist():
-            direction = raw_ts[i * ts_size : i * ts_size + _FLOW_KEY_SIZE]
-            key, side = _canonical(direction)
-            row = row_of.get(key)
-            state_srtt = int(srtt[row, side]) if row is not None else 0
-            age = now - int(sent[i])
-            if timestamp_is_stale(age, state_srtt):
-                stale.append(i)
-        if not stale:
-            return
-        deleted = release_timestamps(program, ts_keys[stale], sent[stale])
-        self.timestamps_expired += int(deleted.sum())
-
-    def _expire_flows(
-        self, now: int, time_base: int, flow_keys: npt.NDArray[Any], flows: npt.NDArray[Any]
-    ) -> list[Event]:
-        if len(flow_keys) == 0:
-            return []
-        states = flows["dir"]
-        conn = states["conn_state"]
-        active = (conn == abi.CONN_WAITOPEN) | (conn == abi.CONN_OPEN)
-        old = old_directions(flow_keys["proto"], conn, states["last_timestamp"], now)
-        dead_rows = np.flatnonzero(~(active & ~old).any(axis=1))
-        if len(dead_rows) == 0:
-            return []
-        # The engine's order: creation order.
-        dead_rows = dead_rows[np.argsort(flows["seq"][dead_rows], kind="stable")]
-        fd = self.program.flows_fd
-        events: list[Event] = []
-        fresh = np.zeros(1, dtype=abi.DUAL_FLOW_DTYPE)
-        raw = flow_keys.tobytes()
-        for row in dead_rows.tolist():
-            key = flow_keys[row : row + 1]
-            if not libbpf.map_lookup(fd, key, fresh):
-                continue  # the program deleted it (a closed flow drained)
-            fresh_states = fresh["dir"]
-            fresh_conn = fresh_states["conn_state"]
-            fresh_active = (fresh_conn == abi.CONN_WAITOPEN) | (fresh_conn == abi.CONN_OPEN)
-            fresh_old = old_directions(
-                key["proto"], fresh_conn, fresh_states["last_timestamp"], now
-            )
-            if (fresh_active & ~fresh_old).any():
-                continue  # a packet made it live again
-            if not delete_keys(fd, key)[0]:
-                continue
-            self.flows_expired += 1
-            key_bytes = raw[row * _FLOW_KEY_SIZE : (row + 1) * _FLOW_KEY_SIZE]
-            # Reported "backwards", as the reply direction, like every other event.
-            for side in (0, 1):
-                if fresh_old[0, side] and fresh_conn[0, side] == abi.CONN_OPEN:
-                    events.append(
-                        FlowEvent(
-                            now + time_base,
-                            _flow_of(key_bytes, 1 - side),
-                            FlowEventType.CLOSING,
-                            EventReason.FLOW_TIMEOUT,
-                            EventSource.GARBAGE_COLLECTION,
-                        )
-                    )
-        return events
-
-
 # -- the monitor ---------------------------------------------------------------------
 
 
@@ -400,7 +151,7 @@ class LiveMonitor:
         chosen = attach_mode() if mode is None else mode
         self.attachments: list[Attachment] = []
         self.program: PpingProgram | None = None
-        self.cleanup: LiveCleanup | None = None
+        self.cleanup: KernelCleanup | None = None
         self.time_base = clock_offset()
         self._map_full_last: dict[int, int] = {}
         self._events = EventBuilder()  # ring buffer records -> events (flow cache)
@@ -421,7 +172,7 @@ class LiveMonitor:
                 if "Operation not permitted" in str(error):
                     raise privilege_error(list(self.interfaces.values())) from None
                 raise
-            self.cleanup = LiveCleanup(self.program)
+            self.cleanup = KernelCleanup(self.program)
             ingress = self.program.program_fds[abi.PROGRAM_INGRESS]
             egress = self.program.program_fds[abi.PROGRAM_EGRESS]
             for ifindex, name in self.interfaces.items():
