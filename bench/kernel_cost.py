@@ -20,6 +20,12 @@ Two measurements, both printed in one JSON document:
    Each case runs on both the ingress and the egress program; the "standard mix" is a
    weighted mean (``MIX``) and ``mean`` is the mean of the ingress and egress mixes.
 
+   ``ingress_hooks``: the same cases on pping's two ingress entries, ``pping_tc_ingress``
+   and ``pping_xdp_ingress`` (``-I xdp``), loaded together in one object and measured in
+   the same rounds. The local filter is off there: a test run gives the tc program no
+   ingress interface and the XDP program the loopback device, so the filter's FIB
+   lookup would answer differently for the two and they would not do the same work.
+
 2. ``live``: the kernel's own statistics (``kernel.bpf_stats_enabled=1``) on a paced TCP
    transfer through the test bed's veth (``Testbed``): ``pping -i eth0`` runs in the
    client namespace; the ``run_time_ns``/``run_cnt`` deltas of both programs over the
@@ -62,6 +68,7 @@ from pping.kernel.attach import attach  # noqa: E402
 from pping.kernel.program import PpingProgram, object_path  # noqa: E402
 
 PROGRAMS = {"ingress": abi.PROGRAM_INGRESS, "egress": abi.PROGRAM_EGRESS}
+INGRESS_HOOKS = {"tc_ingress": abi.PROGRAM_INGRESS, "xdp_ingress": abi.PROGRAM_XDP}
 
 # Share of each case in the "standard mix" (per direction): a TCP bulk flow seen in
 # both directions (data and its ACKs), with a little other traffic.
@@ -428,6 +435,18 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def _hooks(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """Per ingress hook: the median ns of each case and the mix."""
+    result = {}
+    for hook, per_case in samples.items():
+        medians = {c: statistics.median(v) for c, v in per_case.items()}
+        result[hook] = {
+            "cases_ns": {c: round(v, 1) for c, v in medians.items()},
+            "mix_ns": round(mix_cost(medians), 1),
+        }
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -478,26 +497,35 @@ def main() -> int:
         epping_prog = EppingProgram(epping_path)
         tools["epping"] = epping_prog.program_fds
 
+    hooks_prog = PpingProgram(
+        Config(), replay=False, local_filter=False, programs=tuple(INGRESS_HOOKS.values())
+    )
+    tools["pping_hooks"] = hooks_prog.program_fds
+    directions = {tool: PROGRAMS for tool in tools} | {"pping_hooks": INGRESS_HOOKS}
+
     runners = {
-        t: {d: Runner(fds[name]) for d, name in PROGRAMS.items()} for t, fds in tools.items()
+        t: {d: Runner(fds[name]) for d, name in directions[t].items()} for t, fds in tools.items()
     }
     for per_dir in runners.values():
         prime(per_dir)
     cases = {t: Cases(args.singles) for t in tools}
     samples: dict[str, dict[str, dict[str, list[float]]]] = {
-        t: {d: {} for d in PROGRAMS} for t in tools
+        t: {d: {} for d in directions[t]} for t in tools
     }
     for _ in range(args.rounds):
         for tool in tools:  # interleaved: every round measures every tool
-            for direction in PROGRAMS:
+            for direction in directions[tool]:
                 for case, ns in cases[tool].measure(runners[tool][direction], args.repeat).items():
                     samples[tool][direction].setdefault(case, []).append(ns)
     pping_prog.close()
+    hooks_prog.close()
     if epping_prog is not None:
         epping_prog.close()
 
     test_run: dict[str, Any] = {}
     for tool in tools:
+        if tool == "pping_hooks":
+            continue  # below
         entry: dict[str, Any] = {}
         for direction in PROGRAMS:
             medians = {c: statistics.median(v) for c, v in samples[tool][direction].items()}
@@ -508,6 +536,13 @@ def main() -> int:
         both = entry["ingress"]["mix_ns"] + entry["egress"]["mix_ns"]
         entry["mean_mix_ns"] = round(both / 2, 1)
         test_run[tool] = entry
+    hooks: dict[str, Any] = {"local_filter": False, **_hooks(samples["pping_hooks"])}
+    tc_in, xdp_in = hooks["tc_ingress"], hooks["xdp_ingress"]
+    hooks["ratio_xdp_over_tc"] = {
+        "mix": ratio(xdp_in["mix_ns"], tc_in["mix_ns"]),
+        "cases": {c: ratio(xdp_in["cases_ns"][c], tc_in["cases_ns"][c]) for c in tc_in["cases_ns"]},
+    }
+    test_run["ingress_hooks"] = hooks
     if "epping" in test_run:
         p, e = test_run["pping"], test_run["epping"]
         test_run["ratio_pping_over_epping"] = {

@@ -2,7 +2,8 @@
 /*
  * pping's per-packet data path: docs/algorithm.md, stage by stage.
  *
- * Both tc hooks call one body. It parses the packet exactly as
+ * The hooks (tc ingress and egress, and XDP as the alternative ingress) call
+ * one body. It parses the packet exactly as
  * src/pping/packet.py does (same bounds, same skip reasons, counted per CPU),
  * then runs the pipeline under the specification's stage names:
  *
@@ -15,7 +16,7 @@
  * creation sequence number so that its timeouts are reported in the engine's
  * order.
  * A packet is never dropped or changed: every path returns TC_ACT_UNSPEC
- * (TCX_NEXT under tcx), and every failure becomes a counter.
+ * (TCX_NEXT under tcx) or XDP_PASS, and every failure becomes a counter.
  *
  * docs/kernel.md explains the verifier workarounds marked "verifier:" below.
  */
@@ -169,6 +170,7 @@ struct packet_info {
 	__u8 tos;		/* IPv4 TOS (for the FIB lookup of the local filter) */
 	__u32 ip_len;		/* IPv4 total length, IPv6 payload length + 40 */
 	__u32 flowinfo;		/* IPv6 traffic class and flow label, network order */
+	__u32 ingress_ifindex;	/* where the packet came in (the local filter's FIB lookup) */
 };
 
 /* The captured bytes of the packet. */
@@ -649,18 +651,10 @@ static __always_inline int parse_icmp(const struct cursor *c, const struct l4_lo
 /*
  * The transport header at `off` (TCP or ICMP/ICMPv6 by `proto`, `len` bytes
  * long according to IP): PARSE_OK with *info filled in, or a skip reason.
- *
- * verifier: a global function is verified once, for any arguments. Inlined,
- * the option walk would be verified again for every way of reaching it (each
- * link layer and IP variant gives the transport offset another range).
  */
-__noinline int parse_transport(struct __sk_buff *skb, struct packet_info *info, __u32 off,
-			       __s32 len, __u32 proto)
+static __always_inline int parse_transport_at(const struct cursor *c, struct packet_info *info,
+					      __u32 off, __s32 len, __u32 proto)
 {
-	struct cursor cur = {
-		.data = (void *)(long)skb->data,
-		.data_end = (void *)(long)skb->data_end,
-	};
 	struct l4_location l4 = {
 		.off = off,
 		.len = len,
@@ -670,20 +664,51 @@ __noinline int parse_transport(struct __sk_buff *skb, struct packet_info *info, 
 	if (!info)
 		return COUNTER_SKIP_TRUNCATED;	/* never: the caller passes its own */
 	if (proto == IPPROTO_TCP_)
-		return parse_tcp(&cur, &l4, info);
-	return parse_icmp(&cur, &l4, info);
+		return parse_tcp(c, &l4, info);
+	return parse_icmp(c, &l4, info);
+}
+
+/*
+ * verifier: a global function is verified once, for any arguments. Inlined,
+ * the option walk would be verified again for every way of reaching it (each
+ * link layer and IP variant gives the transport offset another range). A
+ * global function cannot take packet pointers, only the context, whose type is
+ * the hook's: hence one per kind of hook.
+ */
+__noinline int parse_transport(struct __sk_buff *skb, struct packet_info *info, __u32 off,
+			       __s32 len, __u32 proto)
+{
+	struct cursor cur = {
+		.data = (void *)(long)skb->data,
+		.data_end = (void *)(long)skb->data_end,
+	};
+
+	return parse_transport_at(&cur, info, off, len, proto);
+}
+
+__noinline int parse_transport_xdp(struct xdp_md *xdp, struct packet_info *info, __u32 off,
+				   __s32 len, __u32 proto)
+{
+	struct cursor cur = {
+		.data = (void *)(long)xdp->data,
+		.data_end = (void *)(long)xdp->data_end,
+	};
+
+	return parse_transport_at(&cur, info, off, len, proto);
 }
 
 /*
  * parse: the packet's PacketInfo in *info, or the skip reason to count.
  * Packets the engine filters out (-T/-C, SYNs without -s) are refused here
- * too, with the engine's reasons.
+ * too, with the engine's reasons. `ctx` is the hook's context (an XDP one if
+ * `is_xdp`), [data, data_end) its packet.
  */
-static __noinline int parse_packet(struct __sk_buff *skb, struct packet_info *info)
+static __noinline int parse_packet(void *ctx, void *data, void *data_end,
+				   struct packet_info *info, int is_xdp)
 {
 	struct cursor cur = {
-		.data = (void *)(long)skb->data,
-		.data_end = (void *)(long)skb->data_end,
+		.data = data,
+		.data_end = data_end,
 	};
 	const struct cursor *c = &cur;
 	struct l4_location l4 = {};
@@ -714,7 +739,10 @@ static __noinline int parse_packet(struct __sk_buff *skb, struct packet_info *in
 		return err;
 
 	info->key.proto = l4.proto;
-	err = parse_transport(skb, info, l4.off, l4.len, l4.proto);
+	if (is_xdp)
+		err = parse_transport_xdp(ctx, info, l4.off, l4.len, l4.proto);
+	else
+		err = parse_transport(ctx, info, l4.off, l4.len, l4.proto);
 	if (err)
 		return err;
 
@@ -830,12 +858,12 @@ static __always_inline void warn_full(__u32 table, const struct packet_info *inf
  * destination when forwarding is off (an end host: nothing it receives is
  * forwarded, so all of it is local). Both mean "local".
  */
-static __always_inline int is_local(struct __sk_buff *skb, const struct packet_info *info)
+static __always_inline int is_local(void *ctx, const struct packet_info *info)
 {
 	struct bpf_fib_lookup fib = {};
 	long ret;
 
-	fib.ifindex = skb->ingress_ifindex;
+	fib.ifindex = info->ingress_ifindex;
 	fib.l4_protocol = info->key.proto;
 	fib.tot_len = info->ip_len;
 	if (info->is_ipv6) {
@@ -849,7 +877,7 @@ static __always_inline int is_local(struct __sk_buff *skb, const struct packet_i
 		__builtin_memcpy(&fib.ipv4_src, info->key.saddr + 12, 4);
 		__builtin_memcpy(&fib.ipv4_dst, info->key.daddr + 12, 4);
 	}
-	ret = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	ret = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	return ret == BPF_FIB_LKUP_RET_NOT_FWDED || ret == BPF_FIB_LKUP_RET_FWD_DISABLED;
 }
 
@@ -987,7 +1015,7 @@ static __always_inline void start_direction(struct flow_state *s, const struct p
  * local filter, rate limit (or a slot of the open burst), then (direction,
  * pid) -> now without overwriting a waiting entry of this incarnation.
  */
-static __always_inline void timestamp_packet(struct __sk_buff *skb, struct flow_state *s,
+static __always_inline void timestamp_packet(void *ctx, struct flow_state *s,
 					     const struct packet_info *info, __u64 now,
 					     int is_ingress)
 {
@@ -995,7 +1023,7 @@ static __always_inline void timestamp_packet(struct __sk_buff *skb, struct flow_
 	__u64 *existing;
 	long err;
 
-	if (is_ingress && config.local_filter && is_local(skb, info))
+	if (is_ingress && config.local_filter && is_local(ctx, info))
 		return;
 	s->last_id = info->pid;
 	if (s->has_been_timestamped && rate_limited(s, now)) {
@@ -1126,7 +1154,7 @@ static __always_inline void close_flows(const struct flow_key *key, struct dual_
 }
 
 /* The whole pipeline for one parsed packet (engine.Engine.process). */
-static __noinline void process_packet(struct __sk_buff *skb, struct packet_info *info,
+static __noinline void process_packet(void *ctx, struct packet_info *info,
 					   __u64 now, int is_ingress)
 {
 	struct flow_state *forward, *reverse;
@@ -1161,7 +1189,7 @@ static __noinline void process_packet(struct __sk_buff *skb, struct packet_info 
 		if (info->pid_valid &&
 		    (!(forward->has_been_timestamped || info->wait_first_edge) ||
 		     is_newer_identifier(info->key.proto, info->pid, forward->last_id)))
-			timestamp_packet(skb, forward, info, now, is_ingress);
+			timestamp_packet(ctx, forward, info, now, is_ingress);
 	}
 
 	update_reverse(reverse, info);
@@ -1173,26 +1201,45 @@ static __noinline void process_packet(struct __sk_buff *skb, struct packet_info 
 	close_flows(&key, dual, forward, reverse, info, now);
 }
 
-static __always_inline int pping(struct __sk_buff *skb, int is_ingress)
+/* The hooks that run the body. */
+enum hook {
+	HOOK_TC_INGRESS,
+	HOOK_TC_EGRESS,
+	HOOK_XDP,
+};
+
+/* The body, for a packet [data, data_end) seen at `hook` (a constant). */
+static __always_inline void pping(void *ctx, void *data, void *data_end, enum hook hook)
 {
 	struct packet_info info = {};
-	__u32 mark, ifindex;
+	__u32 mark, ifindex, ingress_ifindex;
 	__u64 now, tstamp;
 	int reason;
 
 	count(COUNTER_PACKETS);
-	reason = parse_packet(skb, &info);
+	reason = parse_packet(ctx, data, data_end, &info, hook == HOOK_XDP);
 	if (reason) {
 		count(reason);
-		return TC_ACT_UNSPEC;
+		return;
+	}
+	if (hook == HOOK_XDP) {
+		/* XDP runs live only: its context has no field to carry replay's
+		 * time and link. */
+		ingress_ifindex = ((struct xdp_md *)ctx)->ingress_ifindex;
+		now = bpf_ktime_get_ns();
+		info.key.link = ingress_ifindex;
+		info.ingress_ifindex = ingress_ifindex;
+		process_packet(ctx, &info, now, 1);
+		return;
 	}
 	/* verifier: the context is read unconditionally, with volatile loads;
 	 * loads under the branch below get merged by clang into one load
 	 * through a selected pointer, which the verifier refuses
 	 * ("dereference of modified ctx ptr"). */
-	tstamp = *(volatile __u64 *)&skb->tstamp;
-	mark = *(volatile __u32 *)&skb->mark;
-	ifindex = *(volatile __u32 *)&skb->ifindex;
+	tstamp = *(volatile __u64 *)&((struct __sk_buff *)ctx)->tstamp;
+	mark = *(volatile __u32 *)&((struct __sk_buff *)ctx)->mark;
+	ifindex = *(volatile __u32 *)&((struct __sk_buff *)ctx)->ifindex;
+	info.ingress_ifindex = ((struct __sk_buff *)ctx)->ingress_ifindex;
 	if (config.replay) {
 		/* Replay (BPF_PROG_TEST_RUN): user space passes the capture time
 		 * and the capture's interface in the context. */
@@ -1202,20 +1249,32 @@ static __always_inline int pping(struct __sk_buff *skb, int is_ingress)
 		now = bpf_ktime_get_ns();
 		info.key.link = ifindex;
 	}
-	process_packet(skb, &info, now, is_ingress);
-	return TC_ACT_UNSPEC;
+	process_packet(ctx, &info, now, hook == HOOK_TC_INGRESS);
 }
 
 SEC("tc")
 int pping_tc_ingress(struct __sk_buff *skb)
 {
-	return pping(skb, 1);
+	pping(skb, (void *)(long)skb->data, (void *)(long)skb->data_end, HOOK_TC_INGRESS);
+	return TC_ACT_UNSPEC;
 }
 
 SEC("tc")
 int pping_tc_egress(struct __sk_buff *skb)
 {
-	return pping(skb, 0);
+	pping(skb, (void *)(long)skb->data, (void *)(long)skb->data_end, HOOK_TC_EGRESS);
+	return TC_ACT_UNSPEC;
+}
+
+/*
+ * Ingress at XDP (`-I xdp`): the same body, earlier on the receive path
+ * (before GRO and the skb); egress stays at tc.
+ */
+SEC("xdp")
+int pping_xdp_ingress(struct xdp_md *xdp)
+{
+	pping(xdp, (void *)(long)xdp->data, (void *)(long)xdp->data_end, HOOK_XDP);
+	return XDP_PASS;
 }
 
 /* -- clean-up ------------------------------------------------------------------ */

@@ -155,7 +155,8 @@ def test_maps_and_programs_exist() -> None:
         abi.MAP_EXPIRED,
     }
     functions = {t.name for t in btf_types().values() if t.kind == "FUNC"}
-    assert {abi.PROGRAM_INGRESS, abi.PROGRAM_EGRESS, abi.PROGRAM_CLEANUP} <= functions
+    expected = {abi.PROGRAM_INGRESS, abi.PROGRAM_EGRESS, abi.PROGRAM_XDP, abi.PROGRAM_CLEANUP}
+    assert expected <= functions
 
 
 # -- the vocabulary behind the counters --------------------------------------------------

@@ -36,7 +36,7 @@ from pping.errors import KernelError
 from pping.events import Counters, Event, EventReason, FlowEvent, RttEvent
 from pping.kernel import abi, libbpf
 from pping.kernel.cleanup import KernelCleanup
-from pping.kernel.program import object_path
+from pping.kernel.program import PpingProgram, object_path
 from pping.kernel.replay import load_replay_program
 from pping.sources.kernel import LiveMonitor
 from pping.testbed import Testbed, ping, tcp_bulk
@@ -120,6 +120,13 @@ def tcx_programs(tb: Testbed, ifname: str = "eth0") -> dict[str, list[int]]:
     return tb.call(tb.client, lambda: _tcx_programs_here(ifname), 10)
 
 
+def xdp_program(tb: Testbed, ifname: str = "eth0") -> dict[str, Any] | None:
+    """The XDP program on `ifname` in the client namespace (`ip -d link`), or None."""
+    text = tb.run(tb.client, ["ip", "-j", "-d", "link", "show", "dev", ifname]).stdout
+    program: dict[str, Any] | None = json.loads(text)[0].get("xdp", {}).get("prog")
+    return program
+
+
 def program_exists(prog_id: int) -> bool:
     fd = _lib().bpf_prog_get_fd_by_id(prog_id)
     if fd >= 0:
@@ -164,14 +171,16 @@ class Pping:
             self.proc = tb.popen(tb.client, [*argv, *options], stdout=out, stderr=err, env=env)
         self.returncode: int | None = None
 
-    def wait_attached(self, clsact: bool = False) -> None:
+    def wait_attached(self, clsact: bool = False, xdp: bool = False) -> None:
         def attached() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"pping exited early: {self.stderr()}")
+            if xdp and xdp_program(self.tb) is None:
+                return False
             if clsact:
                 return "pping_tc_egress" in tc(self.tb, "filter", "show", "dev", "eth0", "egress")
             programs = tcx_programs(self.tb)
-            return bool(programs["ingress"] and programs["egress"])
+            return bool((programs["ingress"] or xdp) and programs["egress"])
 
         wait_until(attached, 15, "pping to attach")
 
@@ -222,6 +231,7 @@ def assert_nothing_attached(tb: Testbed, prog_ids: Sequence[int] = ()) -> None:
     wait_until(
         lambda: tcx_programs(tb) == {"ingress": [], "egress": []}, 5, "the tcx hooks to empty"
     )
+    wait_until(lambda: xdp_program(tb) is None, 5, "the XDP hook to empty")
     wait_until(lambda: not any(program_exists(i) for i in prog_ids), 5, "the programs to go")
     assert "clsact" not in tc(tb, "qdisc", "show", "dev", "eth0")
 
@@ -549,6 +559,114 @@ def test_clsact_of_someone_else_is_kept(bed: Testbed, run_pping: Callable[..., P
     finally:
         bed.run(bed.client, ["tc", "qdisc", "del", "dev", "eth0", "clsact"], check=False)
         theirs.close()
+
+
+# -- ingress at XDP ---------------------------------------------------------------------
+
+
+def _bulk_min_rtt(bed: Testbed, pping: Pping) -> tuple[int, int, int]:
+    """A paced TCP transfer under `pping`: (its samples, their min RTT, tcp_info's min)."""
+    (conn,) = tcp_bulk(bed, seconds=BULK_SECONDS, rate_bps=RATE_BPS)
+    time.sleep(0.3)  # the last ACKs
+    assert pping.stop() == 0, pping.stderr()
+    rtts = [
+        r["rtt"]
+        for r in rtt_records(pping.records())
+        if r["dest_port"] == conn.client[1] and r["src_ip"] == bed.server.ipv4
+    ]
+    assert all(not r["match_on_egress"] for r in rtt_records(pping.records()))
+    return len(rtts), min(rtts), conn.sender.min_rtt_us * 1000
+
+
+@pytest.mark.slow
+def test_xdp_ingress_gives_the_rtts_of_tc(
+    bed: Testbed, run_pping: Callable[..., Pping], record_property: Callable[[str, object], None]
+) -> None:
+    """`-I xdp` on the same path as tc ingress: the XDP entry is the interface's XDP
+    program, egress stays at tc, and the RTTs are the path's (never below it, at most
+    1 ms above), as with tc; nothing stays attached after."""
+    found = {}
+    for hook in ("xdp", "tc"):
+        pping = run_pping(bed, ["-F", "jsonl", "-r", "0", "-I", hook])
+        pping.wait_attached(xdp=hook == "xdp")
+        attached = tcx_programs(bed)
+        program = xdp_program(bed)
+        if hook == "xdp":
+            assert program is not None and program["name"] == abi.PROGRAM_XDP[:15]
+            assert attached["ingress"] == [] and len(attached["egress"]) == 1
+            prog_ids = [program["id"], *attached["egress"]]
+        else:
+            assert program is None
+            prog_ids = attached["ingress"] + attached["egress"]
+        samples, min_rtt, tcp_min = _bulk_min_rtt(bed, pping)
+        found[hook] = (samples, min_rtt)
+        record_property(f"{hook}_min_rtt_ns", min_rtt)
+        print(f"-I {hook}: {samples} RTTs, min {min_rtt / MS:.4f} ms (tcp_info {tcp_min / MS} ms)")
+        assert PATH_RTT_NS <= min_rtt <= PATH_RTT_NS + 1 * MS
+        assert abs(min_rtt - tcp_min) <= 1 * MS
+        assert samples >= 150 * BULK_SECONDS
+        assert_nothing_attached(bed, prog_ids)
+    assert abs(found["xdp"][1] - found["tc"][1]) <= 1 * MS
+
+
+def test_xdp_sigkill_leaves_nothing_attached(bed: Testbed, run_pping: Callable[..., Pping]) -> None:
+    pping = run_pping(bed, ["-r", "0", "-I", "xdp"])
+    pping.wait_attached(xdp=True)
+    program = xdp_program(bed)
+    assert program is not None
+    prog_ids = [program["id"], *tcx_programs(bed)["egress"]]
+    assert len(prog_ids) == 2 and all(program_exists(i) for i in prog_ids)
+    pping.stop(signal.SIGKILL)
+    assert pping.returncode == -signal.SIGKILL
+    assert_nothing_attached(bed, prog_ids)
+
+
+def test_xdp_netlink_fallback_removes_what_it_attached(
+    bed: Testbed, run_pping: Callable[..., Pping]
+) -> None:
+    """Without links (forced here): the XDP program is set through netlink, egress
+    through clsact; both are removed on exit."""
+    env = {**os.environ, "PPING_ATTACH": "clsact"}
+    pping = run_pping(bed, ["-r", "0", "-I", "xdp"], env=env)
+    pping.wait_attached(clsact=True, xdp=True)
+    program = xdp_program(bed)
+    assert program is not None and program["name"] == abi.PROGRAM_XDP[:15]
+    assert tcx_programs(bed) == {"ingress": [], "egress": []}
+    assert tc(bed, "filter", "show", "dev", "eth0", "ingress").strip() == ""
+    assert pping.stop() == 0, pping.stderr()
+    assert_nothing_attached(bed, [program["id"]])
+
+
+@pytest.mark.parametrize("mechanism", ["auto", "clsact"])
+def test_xdp_program_of_someone_else_is_kept(
+    bed: Testbed, run_pping: Callable[..., Pping], mechanism: str
+) -> None:
+    """An XDP program already on the interface is never replaced: one line, exit code of
+    a kernel error, their program still there, nothing of pping's left."""
+    theirs = PpingProgram(Config(), replay=False, programs=(abi.PROGRAM_XDP,))
+    ifindex = bed.call(bed.client, lambda: socket.if_nametoindex("eth0"), 10)
+    try:
+        their_fd = theirs.program_fds[abi.PROGRAM_XDP]
+        result = bed.call(
+            bed.client, lambda: libbpf.lib().bpf_xdp_attach(ifindex, their_fd, 0, None), 10
+        )
+        assert result == 0, os.strerror(-result)
+        their_program = xdp_program(bed)
+        assert their_program is not None
+        env = {**os.environ, "PPING_ATTACH": mechanism}
+        pping = run_pping(bed, ["-r", "0", "-I", "xdp"], env=env)
+        assert pping.proc.wait(20) == KernelError.exit_code
+        assert pping.stderr() == (
+            "pping: failed to attach to eth0: an XDP program is attached already "
+            "(pping does not replace it)\n"
+        )
+        assert xdp_program(bed) == their_program
+        assert tcx_programs(bed) == {"ingress": [], "egress": []}
+        assert "clsact" not in tc(bed, "qdisc", "show", "dev", "eth0")
+    finally:
+        bed.call(bed.client, lambda: libbpf.lib().bpf_xdp_detach(ifindex, 0, None), 10)
+        theirs.close()
+    assert xdp_program(bed) is None
 
 
 # -- refusals -------------------------------------------------------------------------

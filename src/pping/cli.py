@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ingress-hook",
         choices=("tc", "xdp"),
         default="tc",
-        help="ingress hook for live monitoring",
+        help="live monitoring: run the ingress side at tc (default) or XDP; egress is tc",
     )
     parser.add_argument("-V", "--version", action="version", version=f"pping {__version__}")
     return parser
@@ -219,8 +219,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise OptionsError("--read and -i cannot be combined")
     if args.machine and args.format != "standard":
         raise OptionsError("-m is a format of its own: do not combine it with -F")
-    if args.interface and args.ingress_hook == "xdp":
-        raise OptionsError("-I xdp is not supported yet: the kernel program has tc hooks only")
     return args
 
 
@@ -281,7 +279,9 @@ def run_live(
         out.flush()  # live output is read as it comes, often through a pipe
 
     try:
-        monitor = LiveMonitor(config_from_args(args), args.interface, err=errors)
+        monitor = LiveMonitor(
+            config_from_args(args), args.interface, ingress_hook=args.ingress_hook, err=errors
+        )
         monitor.run(sink, on_wake=on_wake)
     finally:
         try:

@@ -323,6 +323,7 @@ ENUMS: dict[str, dict[str, int]] = {
 # Names of the objects in the compiled program.
 PROGRAM_INGRESS = "pping_tc_ingress"
 PROGRAM_EGRESS = "pping_tc_egress"
+PROGRAM_XDP = "pping_xdp_ingress"  # ingress at XDP (-I xdp), live only
 PROGRAM_CLEANUP = "pping_cleanup"  # SEC("syscall"): the periodic clean-up
 MAP_FLOWS = "flows"
 MAP_TIMESTAMPS = "timestamps"

@@ -36,8 +36,13 @@ BPF_EXIST = 2
 BPF_F_NO_PREALLOC = 1
 
 # enum bpf_attach_type (libbpf 1.1 lacks bpf_program__attach_tcx: use bpf_link_create)
+BPF_XDP = 37
 BPF_TCX_INGRESS = 46
 BPF_TCX_EGRESS = 47
+
+# XDP attach flags (linux/if_link.h), for the netlink fallback
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_REPLACE = 1 << 4
 
 # enum bpf_tc_attach_point
 BPF_TC_INGRESS = 1
@@ -144,6 +149,16 @@ class BpfTcOpts(ctypes.Structure):
     ]
 
 
+class BpfXdpAttachOpts(ctypes.Structure):
+    """struct bpf_xdp_attach_opts (16 bytes)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("old_prog_fd", ctypes.c_int),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
 class _BtfType(ctypes.Structure):
     _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size", ctypes.c_uint32)]
 
@@ -159,6 +174,7 @@ C_STRUCTS: dict[str, type[ctypes.Structure]] = {
     "bpf_map_batch_opts": BpfMapBatchOpts,
     "bpf_tc_hook": BpfTcHook,
     "bpf_tc_opts": BpfTcOpts,
+    "bpf_xdp_attach_opts": BpfXdpAttachOpts,
 }
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
@@ -243,6 +259,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_tc_hook_destroy": (i, [p]),
         "bpf_tc_attach": (i, [p, p]),
         "bpf_tc_detach": (i, [p, p]),
+        "bpf_xdp_attach": (i, [i, i, u32, p]),
+        "bpf_xdp_detach": (i, [i, u32, p]),
         "libbpf_num_possible_cpus": (i, []),
         "libbpf_set_print": (p, [_PRINT_FN]),
     }

@@ -142,7 +142,7 @@ class PpingProgram:
                 flows.add_flags(libbpf.BPF_F_NO_PREALLOC)
                 timestamps.add_flags(libbpf.BPF_F_NO_PREALLOC)
             obj.map(abi.MAP_EVENTS).set_max_entries(ringbuf_bytes)
-            for name in (abi.PROGRAM_INGRESS, abi.PROGRAM_EGRESS):
+            for name in (abi.PROGRAM_INGRESS, abi.PROGRAM_EGRESS, abi.PROGRAM_XDP):
                 obj.program(name).set_autoload(name in wanted)
             obj.load()
             self.flows_fd = flows.fd

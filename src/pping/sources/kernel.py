@@ -3,7 +3,8 @@
 `LiveMonitor` loads bpf/pping.bpf.o in live mode (time from bpf_ktime_get_ns, the
 link is the interface index; the local filter of docs/algorithm.md is on unless
 `-l`), attaches it to every interface (src/pping/kernel/attach.py: tcx links, else
-clsact), and `run` then loops until SIGINT/SIGTERM or until an interface disappears:
+clsact; ingress at XDP instead of tc with `-I xdp`), and `run` then loops until
+SIGINT/SIGTERM or until an interface disappears:
 
 - **events**: the ring buffer is mapped into memory (kernel/ringbuf.py) and waited
   for with epoll, together with a signal wake-up pipe; each wake-up drains every
@@ -133,7 +134,8 @@ class LiveMonitor:
     """The kernel program attached to `interfaces`; `run()` it, then `close()` it.
 
     Construction resolves the interfaces, checks privileges, loads and attaches (all
-    or nothing: a failure undoes what was done and raises KernelError).
+    or nothing: a failure undoes what was done and raises KernelError). Ingress runs
+    at tc, or at XDP with `ingress_hook="xdp"`; egress always at tc.
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class LiveMonitor:
         interfaces: Sequence[str],
         *,
         mode: str | None = None,
+        ingress_hook: str = "tc",
         ringbuf_bytes: int = LIVE_RINGBUF_BYTES,
         err: TextIO | None = None,
     ) -> None:
@@ -160,12 +163,14 @@ class LiveMonitor:
         self._usr1 = False
         self._gone: str | None = None
         self.final_counters: Counters | None = None
+        ingress_program = abi.PROGRAM_XDP if ingress_hook == "xdp" else abi.PROGRAM_INGRESS
         try:
             try:
                 self.program = PpingProgram(
                     config,
                     replay=False,
                     local_filter=not config.include_local,
+                    programs=(ingress_program, abi.PROGRAM_EGRESS),
                     ringbuf_bytes=ringbuf_bytes,
                 )
             except KernelError as error:
@@ -173,10 +178,12 @@ class LiveMonitor:
                     raise privilege_error(list(self.interfaces.values())) from None
                 raise
             self.cleanup = KernelCleanup(self.program)
-            ingress = self.program.program_fds[abi.PROGRAM_INGRESS]
+            ingress = self.program.program_fds[ingress_program]
             egress = self.program.program_fds[abi.PROGRAM_EGRESS]
             for ifindex, name in self.interfaces.items():
-                self.attachments.append(attach(name, ingress, egress, chosen, ifindex))
+                self.attachments.append(
+                    attach(name, ingress, egress, chosen, ifindex, ingress_hook)
+                )
         except BaseException:
             self.close()
             raise
