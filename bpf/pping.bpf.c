@@ -1388,6 +1388,21 @@ static long expire_flow(void *map, struct flow_key *key, struct dual_flow *dual,
 }
 
 /*
+ * The number of entries of a hash map (kernel >= 6.6). libbpf checks the
+ * prototype against the kernel's: `struct bpf_map` must be a struct there, not
+ * a forward declaration; its members do not matter.
+ */
+struct bpf_map {
+	int unused;
+};
+extern __s64 bpf_map_sum_elem_count(const struct bpf_map *map) __ksym;
+
+static __always_inline int is_empty(void *map)
+{
+	return bpf_map_sum_elem_count(map) <= 0;
+}
+
+/*
  * The clean-up: user space only says when (`now`) and with which lifetimes;
  * every decision is taken here on the live entry, next to its deletion (see
  * pping.h). Returns the number of flow entries written to `expired`.
@@ -1400,9 +1415,10 @@ int pping_cleanup(struct cleanup_args *args)
 	walk.timestamps_expired = 0;
 	walk.flows_expired = 0;
 	walk.more = 0;
-	if (walk.walk & CLEANUP_TIMESTAMPS)
+	/* A walk visits every bucket, however few entries there are. */
+	if ((walk.walk & CLEANUP_TIMESTAMPS) && !is_empty(&timestamps))
 		bpf_for_each_map_elem(&timestamps, expire_timestamp, &walk, 0);
-	if (walk.walk & CLEANUP_FLOWS)
+	if ((walk.walk & CLEANUP_FLOWS) && !is_empty(&flows))
 		bpf_for_each_map_elem(&flows, expire_flow, &walk, 0);
 	args->timestamps_expired = walk.timestamps_expired;
 	args->flows_expired = walk.flows_expired;
