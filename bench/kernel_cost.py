@@ -1,4 +1,4 @@
-"""Per-packet cost of pping's tc programs (ns/packet), optionally beside ePPing's.
+"""Per-packet cost of pping's tc and XDP programs (ns/packet), optionally beside ePPing's.
 
 Two measurements, both printed in one JSON document:
 
