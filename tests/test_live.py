@@ -327,12 +327,14 @@ FORWARDING_SYSCTLS = ("net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forward
     ],
 )
 @pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("hook", ["tc", "xdp"])
 def test_local_filter_and_include_local(
-    bed: Testbed, ipv6: bool, forwarding: bool, run_pping: Callable[..., Pping]
+    bed: Testbed, ipv6: bool, forwarding: bool, hook: str, run_pping: Callable[..., Pping]
 ) -> None:
     """Echo requests from the server arrive addressed to the client: not timestamped
     (ePPing's default), unless -l; then the client's own replies give the samples.
-    On an end host (forwarding off, the usual case) as on a router."""
+    On an end host (forwarding off, the usual case) as on a router; with ingress at
+    tc and at XDP (the FIB lookup then gets the XDP context)."""
     command = ["ping", "-n", "-c", "5", "-i", "0.05", bed.client.addr(ipv6)]
     counts = {}
     value = "1" if forwarding else "0"
@@ -340,8 +342,8 @@ def test_local_filter_and_include_local(
         bed.run(bed.client, ["sysctl", "-qw", f"{name}={value}"])
     try:
         for options in ([], ["-l"]):
-            pping = run_pping(bed, ["-C", "-F", "jsonl", "-r", "0", *options])
-            pping.wait_attached()
+            pping = run_pping(bed, ["-C", "-F", "jsonl", "-r", "0", "-I", hook, *options])
+            pping.wait_attached(xdp=hook == "xdp")
             bed.run(bed.server, command)
             assert pping.stop() == 0, pping.stderr()
             rtts = rtt_records(pping.records())
