@@ -11,6 +11,7 @@ otherwise. About a minute in all.
 from __future__ import annotations
 
 import ctypes
+import errno
 import io
 import itertools
 import json
@@ -35,6 +36,7 @@ from pping.config import FLOW_LIFETIME_NS, NS_PER_S, Config
 from pping.errors import KernelError
 from pping.events import Counters, Event, EventReason, FlowEvent, RttEvent
 from pping.kernel import abi, libbpf
+from pping.kernel.attach import attach
 from pping.kernel.cleanup import KernelCleanup
 from pping.kernel.program import PpingProgram, object_path
 from pping.kernel.replay import load_replay_program
@@ -637,6 +639,39 @@ def test_xdp_netlink_fallback_removes_what_it_attached(
     assert tc(bed, "filter", "show", "dev", "eth0", "ingress").strip() == ""
     assert pping.stop() == 0, pping.stderr()
     assert_nothing_attached(bed, [program["id"]])
+
+
+def test_xdp_link_beside_clsact_egress(bed: Testbed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel with XDP links but no tcx (5.9 to 6.5; simulated here by refusing the
+    tcx link types): the XDP link stays while egress falls back to clsact, and
+    detaching removes both."""
+    lib = libbpf.lib()
+    real_create = lib.bpf_link_create
+
+    def create(prog_fd: int, ifindex: int, attach_type: int, opts: Any) -> int:
+        if attach_type in (libbpf.BPF_TCX_INGRESS, libbpf.BPF_TCX_EGRESS):
+            return -errno.EINVAL
+        return int(real_create(prog_fd, ifindex, attach_type, opts))
+
+    monkeypatch.setattr(lib, "bpf_link_create", create)
+    program = PpingProgram(Config(), replay=False, programs=(abi.PROGRAM_XDP, abi.PROGRAM_EGRESS))
+    try:
+        fds = program.program_fds
+        attachment = bed.call(
+            bed.client,
+            lambda: attach("eth0", fds[abi.PROGRAM_XDP], fds[abi.PROGRAM_EGRESS], "auto",
+                           ingress_hook="xdp"),
+            10,
+        )  # fmt: skip
+        assert attachment.mode == "clsact"
+        xdp = xdp_program(bed)
+        assert xdp is not None and xdp["name"] == abi.PROGRAM_XDP[:15]
+        assert "pping_tc_egress" in tc(bed, "filter", "show", "dev", "eth0", "egress")
+        bed.call(bed.client, attachment.detach, 10)
+        assert xdp_program(bed) is None
+        assert "clsact" not in tc(bed, "qdisc", "show", "dev", "eth0")
+    finally:
+        program.close()
 
 
 @pytest.mark.parametrize("mechanism", ["auto", "clsact"])

@@ -103,14 +103,18 @@ class Attachment:
     # -- tcx ---------------------------------------------------------------------
 
     def _attach_tcx(self, programs: list[tuple[int, str]]) -> int:
-        """0, or the (positive) errno of the first link that failed."""
+        """0, or the (positive) errno of the first link that failed (the links made
+        here are then closed again; an XDP link made before stays)."""
         create = libbpf.lib().bpf_link_create
+        made: list[int] = []
         for prog_fd, direction in programs:
             fd = int(create(prog_fd, self.ifindex, _TCX_TYPES[direction], None))
             if fd < 0:
-                self._close_links()
+                for link_fd in made:
+                    os.close(link_fd)
                 return -fd
-            self.link_fds.append(fd)
+            made.append(fd)
+        self.link_fds += made
         return 0
 
     def _close_links(self) -> None:
