@@ -82,30 +82,22 @@ class Decoded:
     tsval: I64
     tsecr: I64
     payload: I64
-    key_columns: tuple[list[int], ...] | None = None
 
     def part(self, rows: slice) -> Decoded:
         """The columns of a run of consecutive rows (views, no copies)."""
         return Decoded(*(getattr(self, name)[rows] for name in COLUMNS))
 
-    def direction_key(self, row: int, link: int) -> FlowKey:
-        """The engine's key of the direction of the packet in `row`.
-
-        Called often per batch: the columns it needs become Python lists once."""
-        columns = self._lists()
-        src = _address_bytes(columns[0][row], columns[1][row])
-        dst = _address_bytes(columns[3][row], columns[4][row])
-        return (link, IPPROTO_TCP, src, columns[2][row], dst, columns[5][row])
-
-    def _lists(self) -> tuple[list[int], ...]:
-        if self.key_columns is None:
-            self.key_columns = tuple(
-                column.tolist()
-                for column in (
-                    self.src_hi, self.src_lo, self.sport, self.dst_hi, self.dst_lo, self.dport
-                )
-            )  # fmt: skip
-        return self.key_columns
+    def direction_keys(self, rows: I64, link: int) -> list[FlowKey]:
+        """The engine's keys of the directions of the packets in `rows`."""
+        return [
+            (link, IPPROTO_TCP, _address_bytes(shi, slo), sport, _address_bytes(dhi, dlo), dport)
+            for shi, slo, sport, dhi, dlo, dport in zip(
+                self.src_hi[rows].tolist(), self.src_lo[rows].tolist(),
+                self.sport[rows].tolist(), self.dst_hi[rows].tolist(),
+                self.dst_lo[rows].tolist(), self.dport[rows].tolist(),
+                strict=True,
+            )
+        ]  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -385,6 +377,7 @@ direction of each row's packet, or None when these alone do not decide sampling.
 def _refused(
     candidates: BOOL,
     rows: I64,
+    name_row: I64,
     seg: I64,
     flow: I64,
     direction: I64,
@@ -411,7 +404,7 @@ def _refused(
         return refused
     order = pick[np.argsort(direction[pick], kind="stable")]
     starts = np.flatnonzero(np.r_[True, direction[order][1:] != direction[order][:-1]])
-    states = sampling(rows[order[starts]])
+    states = sampling(name_row[order[starts]])
     ends = np.r_[starts[1:], len(order)].tolist()
     members, pids, nows = order.tolist(), tsval[order].tolist(), times[rows[order]].tolist()
     for begin, end, state in zip(starts.tolist(), ends, states, strict=True):
@@ -506,6 +499,12 @@ def plan_batch(
     flow = np.empty(m, dtype=np.int64)
     flow[by_flow] = np.cumsum(new_flow) - 1
     reverse_side = (src > dst).astype(np.int64)
+    # Each direction is named by its first packet in the batch: the engine is asked
+    # about a direction through that row only, so that the answers can be cached.
+    direction = flow * 2 + reverse_side
+    first_row = np.full(int(direction.max()) + 1, n, dtype=np.int64)
+    np.minimum.at(first_row, direction, rows)
+    name_row = first_row[direction]
     flags = dec.flags[rows]
     tsval = dec.tsval[rows]
     tsecr = dec.tsecr[rows]
@@ -551,7 +550,7 @@ def plan_batch(
                 starter & (seg == 0) & (_count_before(eventful, flow, by_flow) == 0)
             )
             if len(known):
-                starter[known[started(rows[known])]] = False
+                starter[known[started(name_row[known])]] = False
     disruptive = eventful | starter
 
     # Candidate repeats, judged against the previous packet of the same group. A pure
@@ -572,7 +571,7 @@ def plan_batch(
     limited = np.zeros(m, dtype=bool)
     if sampling is not None and times is not None:
         limited = _refused(
-            possibly_new & ~starter, rows, seg, flow, flow * 2 + reverse_side, by_flow,
+            possibly_new & ~starter, rows, name_row, seg, flow, direction, by_flow,
             disruptive, tsval, times, rate_limit_ns, sampling,
         )  # fmt: skip
     creators = possibly_new & ~limited
@@ -597,13 +596,13 @@ def plan_batch(
     if quiet is not None and first_ones.any():
         first_ones &= _count_before(disruptive, flow, by_flow) == 0
         ask = np.flatnonzero(first_ones)
-        first_ones[ask] = quiet(rows[ask])
+        first_ones[ask] = quiet(name_row[ask])
         repeat |= first_ones
         changed = np.union1d(changed, np.flatnonzero(first_ones))
     if len(changed):
         might = _created_before(flow, tsval, tsecr, rows, creators, changed)
         unknown = changed[~might]
-        might[~might] = (outstanding or _always)(rows[unknown], tsecr[unknown])
+        might[~might] = (outstanding or _always)(name_row[unknown], tsecr[unknown])
         repeat[changed[might]] = False
 
     # Where the counters of each repeat are added: before the next non-repeat packet of
@@ -617,12 +616,6 @@ def plan_batch(
     pending_at_end: dict[int, list[Pending]] = {}
     rep_pos = np.flatnonzero(r_sorted)
     if len(rep_pos):
-        # Each direction is named by its first packet in the batch, so that the names
-        # repeat and what is derived from them can be cached.
-        direction = flow * 2 + reverse_side
-        first_row = np.full(int(direction.max()) + 1, n, dtype=np.int64)
-        np.minimum.at(first_row, direction, rows)
-        name_row = first_row[direction]
         member = by_flow[rep_pos]
         side = reverse_side[member]
         to_row = same_run[rep_pos]
@@ -724,6 +717,90 @@ def _tcp_infos(dec: Decoded, rows: I64, wire_lens: I64) -> list[PacketInfo | Non
     return infos
 
 
+Direction = tuple[FlowKey, FlowKey, bool]
+"""The engine's key of a direction, its flow's key, and whether it is that flow's first
+direction."""
+
+
+class _EngineView:
+    """What the planner asks the engine about the directions of one batch part, and the
+    counters of repeats given back to it.
+
+    The planner names each direction by its first row in the part, so the keys of a
+    direction are built once per part however often it is asked about, and the
+    answers of one look-up serve several questions (the engine does not change while a
+    part is planned).
+    """
+
+    def __init__(self, engine: Engine, dec: Decoded, link: int) -> None:
+        self.engine = engine
+        self.dec = dec
+        self.link = link
+        self.directions: dict[int, Direction] = {}
+        self.facts: dict[int, tuple[bool, bool]] = {}
+
+    def lookup(self, rows: list[int]) -> list[Direction]:
+        directions = self.directions
+        missing = [row for row in dict.fromkeys(rows) if row not in directions]
+        if missing:
+            flow_key = self.engine.flow_key
+            keys = self.dec.direction_keys(np.array(missing, dtype=np.int64), self.link)
+            for row, key in zip(missing, keys, strict=True):
+                directions[row] = (key, *flow_key(key))
+        return [directions[row] for row in rows]
+
+    def _facts(self, rows: I64) -> list[tuple[bool, bool]]:
+        """Engine.direction_facts of each row's direction."""
+        facts = self.facts
+        wanted = rows.tolist()
+        missing = [row for row in dict.fromkeys(wanted) if row not in facts]
+        if missing:
+            ask = self.engine.direction_facts
+            for row, (_, key, first) in zip(missing, self.lookup(missing), strict=True):
+                facts[row] = ask(key, first)
+        return [facts[row] for row in wanted]
+
+    def started(self, rows: I64) -> BOOL:
+        """For each row's direction: does the engine run it already (not closed)?"""
+        return np.array([fact[0] for fact in self._facts(rows)], dtype=bool).reshape(-1)
+
+    def quiet(self, rows: I64) -> BOOL:
+        """For each row's direction: would a packet of it that is neither timestamped
+        nor matched leave its flow entry alone?"""
+        return np.array([fact[1] for fact in self._facts(rows)], dtype=bool).reshape(-1)
+
+    def sampling(self, rows: I64) -> list[tuple[int, int, bool] | None]:
+        state = self.engine.sampling_state
+        return [state(direction[0]) for direction in self.lookup(rows.tolist())]
+
+    def outstanding(self, rows: I64, identifiers: I64) -> BOOL:
+        """Does the engine hold (reverse direction of each row's packet, identifier)?"""
+        timestamps = self.engine.timestamps
+        found = np.zeros(len(rows), dtype=bool)
+        if not timestamps:
+            return found
+        # Most identifiers are held by no entry at all: rule those out in one step.
+        held = np.fromiter((key[6] for key in timestamps), dtype=np.int64, count=len(timestamps))
+        ask = np.flatnonzero(np.isin(identifiers, held))
+        directions = self.lookup(rows[ask].tolist())
+        for i, direction, identifier in zip(
+            ask.tolist(), directions, identifiers[ask].tolist(), strict=True
+        ):
+            link, proto, saddr, sport, daddr, dport = direction[0]
+            found[i] = (link, proto, daddr, dport, saddr, sport, identifier) in timestamps
+        return found
+
+    def absorb(self, entries: list[Pending]) -> None:
+        """Give the engine the counters of repeats (see Engine.absorb_repeats)."""
+        directions = self.directions
+        absorb = self.engine.absorb_repeats
+        for rep, count, total, limited_ids in entries:
+            direction = directions.get(rep)
+            if direction is None:
+                direction = self.lookup([rep])[0]
+            absorb(direction[1], direction[2], count, total, limited_ids)
+
+
 class FastReplay:
     """Replay record batches through an engine, skipping provable repeats."""
 
@@ -731,7 +808,6 @@ class FastReplay:
         self.engine = engine
         self.merge_interfaces = merge_interfaces
         self.clock = CleanupClock(engine.config.cleanup_interval_ns)
-        self._keys: dict[int, tuple[FlowKey, bool]] = {}
 
     def supported(self, linktype: int) -> bool:
         return linktype in LINK_HEADER and self.engine.config.track_tcp
@@ -769,72 +845,27 @@ class FastReplay:
                 yield from self._slow(linktype, link, buf, *columns, clock=False)
                 continue
             dec = whole.part(part)
+            view = _EngineView(self.engine, dec, link)
             boundary = np.zeros(end - begin + 1, dtype=np.int64)
             boundary[np.flatnonzero(dec.cls == UNKNOWN) + 1] = 1
             plan = plan_batch(
                 dec,
                 np.cumsum(boundary[:-1]),
-                outstanding=functools.partial(self._outstanding, dec, link),
+                outstanding=view.outstanding,
                 times=columns[3],
-                sampling=functools.partial(self._sampling, dec, link),
+                sampling=view.sampling,
                 rate_limit_ns=self.engine.config.rate_limit_ns,
-                started=functools.partial(self._started, dec, link),
-                quiet=functools.partial(self._quiet, dec, link),
+                started=view.started,
+                quiet=view.quiet,
             )
-            yield from self._execute(plan, dec, linktype, link, buf, *columns)
-
-    def _outstanding(self, dec: Decoded, link: int, rows: I64, identifiers: I64) -> BOOL:
-        """Does the engine hold (reverse direction of each row's packet, identifier)?"""
-        timestamps = self.engine.timestamps
-        found = np.zeros(len(rows), dtype=bool)
-        if not timestamps:
-            return found
-        # Most identifiers are held by no entry at all: rule those out in one step.
-        held = np.fromiter((key[6] for key in timestamps), dtype=np.int64, count=len(timestamps))
-        for i in np.flatnonzero(np.isin(identifiers, held)).tolist():
-            _, proto, saddr, sport, daddr, dport = dec.direction_key(int(rows[i]), link)
-            key = (link, proto, daddr, dport, saddr, sport, int(identifiers[i]))
-            found[i] = key in timestamps
-        return found
-
-    def _started(self, dec: Decoded, link: int, rows: I64) -> BOOL:
-        """For each row's direction: does the engine run it already (not closed)?"""
-        started = self.engine.direction_started
-        return np.fromiter(
-            (started(dec.direction_key(row, link)) for row in rows.tolist()),
-            dtype=bool,
-            count=len(rows),
-        )
-
-    def _quiet(self, dec: Decoded, link: int, rows: I64) -> BOOL:
-        """For each row's direction: would a packet of it leave its flow entry alone
-        (see Engine.quiet_for)?"""
-        quiet = self.engine.quiet_for
-        return np.fromiter(
-            (quiet(dec.direction_key(row, link)) for row in rows.tolist()),
-            dtype=bool,
-            count=len(rows),
-        )
-
-    def _sampling(self, dec: Decoded, link: int, rows: I64) -> list[tuple[int, int, bool] | None]:
-        state = self.engine.sampling_state
-        return [state(dec.direction_key(row, link)) for row in rows.tolist()]
-
-    def _flush(self, entries: list[Pending], dec: Decoded, link: int) -> None:
-        keys = self._keys
-        for rep, count, total, limited_ids in entries:
-            where = keys.get(rep)
-            if where is None:
-                where = self.engine.flow_key(dec.direction_key(rep, link))
-                keys[rep] = where
-            self.engine.absorb_repeats(where[0], where[1], count, total, limited_ids)
+            yield from self._execute(plan, dec, view, linktype, buf, *columns)
 
     def _execute(
         self,
         plan: Plan,
         dec: Decoded,
+        view: _EngineView,
         linktype: int,
-        link: int,
         buf: bytes,
         offsets: I64,
         caplens: I64,
@@ -843,6 +874,8 @@ class FastReplay:
     ) -> Iterator[Event]:
         engine = self.engine
         process = engine.process
+        absorb = view.absorb
+        link = view.link
         pending = plan.pending
         at_end = plan.pending_at_end
         rows = plan.engine_rows
@@ -857,16 +890,15 @@ class FastReplay:
             _tcp_infos(dec, rows, wire_lens),
             strict=True,
         )
-        self._keys = {}  # per batch: naming rows -> (flow key, first direction?)
         for row, seg, cls, now, start, caplen, wire_len, info in columns:
             if cls == UNKNOWN:
                 entries = at_end.pop(seg, None)
                 if entries:
-                    self._flush(entries, dec, link)
+                    absorb(entries)
             else:
                 entries = pending.pop(row, None)
                 if entries:
-                    self._flush(entries, dec, link)
+                    absorb(entries)
             if info is None:
                 parsed = parse_packet(linktype, buf[start : start + caplen], wire_len)
                 if isinstance(parsed, str):
@@ -877,7 +909,7 @@ class FastReplay:
             if events:
                 yield from events
         for entries in at_end.values():
-            self._flush(entries, dec, link)
+            absorb(entries)
         at_end.clear()
         assert not pending, "a repeat's counters were never added"
 
