@@ -241,16 +241,24 @@ class Engine:
         forward, reverse = (dual.first, dual.second) if first else (dual.second, dual.first)
         return forward.active, reverse.conn_state != WAITOPEN
 
-    def sampling_state(self, direction: FlowKey) -> tuple[int, int, bool] | None:
+    def sampling_state(
+        self, direction: FlowKey, starting_id: int | None = None
+    ) -> tuple[int, int, bool] | None:
         """(last_id, last_timestamp, has_been_timestamped) of an active `direction`, when
         only these decide whether its next packets are timestamped (static rate limit);
         else None. See fastpath.py."""
         if self._rtt_rate:
             return None
         state = self._direction_state(direction)
-        if state is None or not state.active:
-            return None
-        return state.last_id, state.last_timestamp, state.has_been_timestamped
+        if state is not None and state.active:
+            return state.last_id, state.last_timestamp, state.has_been_timestamped
+        if starting_id is not None and (state is None or state.conn_state == EMPTY):
+            # Given `starting_id`: the state right after a stampable packet without SYN,
+            # FIN or RST, carrying that identifier, starts the direction (FlowState.start;
+            # it waits for the first edge, so it is not timestamped itself), when its
+            # flow entry exists or can be created.
+            return starting_id, 0, False
+        return None
 
     def process(
         self, info: PacketInfo, now: int, link: int = 0, is_ingress: bool = True

@@ -369,9 +369,12 @@ row's packet, identifier)? Used to prove that a packet echoing a new identifier
 cannot match."""
 
 
-Sampling = Callable[[I64], list[tuple[int, int, bool] | None]]
-"""rows -> the engine's (last_id, last_timestamp, has_been_timestamped) for the
-direction of each row's packet, or None when these alone do not decide sampling."""
+Sampling = Callable[[I64, I64, int], list[tuple[int, int, bool] | None]]
+"""(rows, starting identifiers, flows in the part) -> the engine's (last_id,
+last_timestamp, has_been_timestamped) for the direction of each row's packet, or None
+when these alone do not decide sampling. A starting identifier other than -1 is that
+of a packet of the part (no SYN, FIN or RST) that is the direction's first stampable
+packet: for a direction that packet will start, the state right after it."""
 
 
 def _refused(
@@ -382,29 +385,33 @@ def _refused(
     flow: I64,
     direction: I64,
     by_flow: I64,
-    disruptive: BOOL,
+    eventful: BOOL,
     tsval: I64,
     times: I64,
     rate_limit_ns: int,
     sampling: Sampling,
+    start_id: I64,
 ) -> BOOL:
     """Possibly new packets that timestamp_packet will surely refuse.
 
-    Within a stretch where nothing else can touch a direction (segment 0, no disruptive
-    packet of its flow before), only its possibly new packets change what decides
-    sampling (last_id, last_timestamp, has_been_timestamped). Replaying the newer-
-    identifier rule and the static rate limit over them, from the engine's state,
-    tells which are refused (they change last_id at most) and which may be stamped
-    (the engine sees those, and does what this replay assumed).
+    Within a stretch where nothing can reset a flow (segment 0, no eventful packet of
+    the flow before), only a direction's own possibly new packets change what decides
+    its sampling (last_id, last_timestamp, has_been_timestamped); the other direction's
+    packets do not. Replaying the newer-identifier rule and the static rate limit over
+    them, from the engine's state (or, for a direction that its first stampable packet
+    starts in this part, `start_id`, from the state that packet leaves), tells which are
+    refused (they change last_id at most) and which may be stamped (the engine sees
+    those, and does what this replay assumed).
     """
     m = len(flow)
     refused = np.zeros(m, dtype=bool)
-    pick = np.flatnonzero(candidates & (seg == 0) & (_count_before(disruptive, flow, by_flow) == 0))
+    pick = np.flatnonzero(candidates & (seg == 0) & (_count_before(eventful, flow, by_flow) == 0))
     if len(pick) == 0:
         return refused
     order = pick[np.argsort(direction[pick], kind="stable")]
     starts = np.flatnonzero(np.r_[True, direction[order][1:] != direction[order][:-1]])
-    states = sampling(name_row[order[starts]])
+    firsts = order[starts]
+    states = sampling(name_row[firsts], start_id[direction[firsts]], int(flow.max()) + 1)
     ends = np.r_[starts[1:], len(order)].tolist()
     members, pids, nows = order.tolist(), tsval[order].tolist(), times[rows[order]].tolist()
     for begin, end, state in zip(starts.tolist(), ends, states, strict=True):
@@ -533,6 +540,7 @@ def plan_batch(
     # packet of its group (or the first such: it may also start its direction).
     possibly_new = np.zeros(m, dtype=bool)
     starter = np.zeros(m, dtype=bool)
+    start_id = np.full(len(first_row), -1, dtype=np.int64)  # by direction
     stampable = by_group[could_stamp[by_group]]
     if len(stampable):
         sg = group[stampable]
@@ -551,6 +559,9 @@ def plan_batch(
             )
             if len(known):
                 starter[known[started(name_row[known])]] = False
+                # The others may start their direction: from the identifier they carry.
+                fresh = known[starter[known]]
+                start_id[direction[fresh]] = tsval[fresh]
     disruptive = eventful | starter
 
     # Candidate repeats, judged against the previous packet of the same group. A pure
@@ -572,7 +583,7 @@ def plan_batch(
     if sampling is not None and times is not None:
         limited = _refused(
             possibly_new & ~starter, rows, name_row, seg, flow, direction, by_flow,
-            disruptive, tsval, times, rate_limit_ns, sampling,
+            eventful, tsval, times, rate_limit_ns, sampling, start_id,
         )  # fmt: skip
     creators = possibly_new & ~limited
     repeat &= ~possibly_new | limited
@@ -769,9 +780,18 @@ class _EngineView:
         nor matched leave its flow entry alone?"""
         return np.array([fact[1] for fact in self._facts(rows)], dtype=bool).reshape(-1)
 
-    def sampling(self, rows: I64) -> list[tuple[int, int, bool] | None]:
-        state = self.engine.sampling_state
-        return [state(direction[0]) for direction in self.lookup(rows.tolist())]
+    def sampling(self, rows: I64, start_ids: I64, flows: int) -> list[tuple[int, int, bool] | None]:
+        engine = self.engine
+        state = engine.sampling_state
+        directions = self.lookup(rows.tolist())
+        # A direction is started only if its flow entry can be created: sure when the
+        # table has room for every flow of the part.
+        if len(engine.flows) + flows > engine.config.max_flows:
+            return [state(direction[0]) for direction in directions]
+        return [
+            state(direction[0], None if start_id < 0 else start_id)
+            for direction, start_id in zip(directions, start_ids.tolist(), strict=True)
+        ]
 
     def outstanding(self, rows: I64, identifiers: I64) -> BOOL:
         """Does the engine hold (reverse direction of each row's packet, identifier)?"""
