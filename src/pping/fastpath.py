@@ -256,21 +256,78 @@ def _ranks(values: npt.NDArray[Any]) -> I64:
     return inverse
 
 
-def _endpoint_ids(dec: Decoded, rows: I64) -> tuple[I64, I64]:
-    """Dense ids of the (address, port) source and destination endpoints of `rows`."""
+def _endpoint_ids(dec: Decoded, rows: I64) -> tuple[I64, I64, int] | None:
+    """Ids of the (address, port) source and destination endpoints of `rows`, equal
+    exactly when the endpoints are, and a bound of the ids; None if not IPv4 only."""
+    src_lo, dst_lo = dec.src_lo[rows], dec.dst_lo[rows]
+    mapped = np.uint64(0xFFFF00000000)
+    if dec.src_hi[rows].any() or dec.dst_hi[rows].any():
+        return None
+    if not (np.all(src_lo & ~np.uint64(0xFFFFFFFF) == mapped)
+            and np.all(dst_lo & ~np.uint64(0xFFFFFFFF) == mapped)):  # fmt: skip
+        return None
+    # IPv4 only: address and port fit one integer.
+    low = np.uint64(0xFFFFFFFF)
+    src = ((src_lo & low).astype(np.int64) << 16) | dec.sport[rows]
+    dst = ((dst_lo & low).astype(np.int64) << 16) | dec.dport[rows]
+    return src, dst, 1 << 48
+
+
+def _dense_endpoint_ids(dec: Decoded, rows: I64) -> tuple[I64, I64, int]:
+    """Dense ids (0, 1, ...) of the source and destination endpoints of `rows`."""
     m = len(rows)
     lo = np.concatenate([dec.src_lo[rows], dec.dst_lo[rows]])
     ports = np.concatenate([dec.sport[rows], dec.dport[rows]])
     hi = np.concatenate([dec.src_hi[rows], dec.dst_hi[rows]])
-    if not hi.any() and bool(np.all((lo >> np.uint64(32)) == np.uint64(0xFFFF))):
-        # IPv4 only: address and port fit one integer.
-        raw = ((lo & np.uint64(0xFFFFFFFF)).astype(np.int64) << 16) | ports
-    else:
-        hi_id, lo_id = _ranks(hi), _ranks(lo)
-        address = _ranks(hi_id * (int(lo_id.max()) + 1) + lo_id)
-        raw = address * 65536 + ports
-    ids = _ranks(raw)
-    return ids[:m], ids[m:]
+    hi_id, lo_id = _ranks(hi), _ranks(lo)
+    address = _ranks(hi_id * (int(lo_id.max()) + 1) + lo_id)
+    ids = _ranks(address * 65536 + ports)
+    return ids[:m], ids[m:], int(ids.max()) + 1
+
+
+def _mix(x: U64) -> U64:
+    """splitmix64's finaliser: every input bit affects every output bit."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    mixed: U64 = x ^ (x >> np.uint64(31))
+    return mixed
+
+
+def _flow_order(dec: Decoded, rows: I64) -> tuple[I64, I64, I64]:
+    """(flow order, flow ids, reverse side) of the TCP `rows` of a batch.
+
+    The flow order lists the rows by flow, then in capture order; flow ids are dense;
+    the reverse side is 1 for a packet from the larger endpoint id to the smaller.
+
+    One sort does it: its keys are a flow number above the row's index. With few
+    enough endpoints the flow number is exact; otherwise it is a hash of the two
+    endpoints, checked afterwards (rows of one hash must be of one flow) and replaced
+    by exact dense ids on the rare collision.
+    """
+    m = len(rows)
+    shift = max(m.bit_length(), 1)
+    index = np.arange(m, dtype=np.int64)
+    exact = _endpoint_ids(dec, rows)
+    for attempt in ("hash", "dense"):
+        src, dst, bound = exact if attempt == "hash" and exact else _dense_endpoint_ids(dec, rows)
+        low, high = np.minimum(src, dst), np.maximum(src, dst)
+        if bound * bound < 1 << (62 - shift):
+            number = low * bound + high
+        else:
+            mixed = _mix(_mix(low.astype(np.uint64)) ^ high.astype(np.uint64))
+            number = (mixed >> np.uint64(shift + 1)).astype(np.int64)
+        by_flow = np.argsort((number << shift) | index)
+        ordered = number[by_flow]
+        same = ordered[1:] == ordered[:-1]
+        if bound * bound >= 1 << (62 - shift) and not (
+            np.array_equal(low[by_flow][1:][same], low[by_flow][:-1][same])
+            and np.array_equal(high[by_flow][1:][same], high[by_flow][:-1][same])
+        ):
+            continue  # two flows share a hash
+        flow = np.empty(m, dtype=np.int64)
+        flow[by_flow] = np.cumsum(np.r_[True, ~same]) - 1
+        return by_flow, flow, (src > dst).astype(np.int64)
+    raise AssertionError("dense endpoint ids cannot collide")
 
 
 def _echo_created_between(
@@ -491,21 +548,10 @@ def plan_batch(
     m = len(rows)
     if m == 0:
         return Plan(np.arange(n, dtype=np.int64), segment, 0, {}, {})
-    src, dst = _endpoint_ids(dec, rows)
-    endpoints = int(max(src.max(), dst.max())) + 1
     seg = segment[rows]
-    # One stable sort gives both the flow ids and the flow order (by flow, segment,
-    # then capture order).
-    seg_base, seg_span = int(seg.min()), int(seg.max() - seg.min()) + 1
-    flow_key = (np.minimum(src, dst) * endpoints + np.maximum(src, dst)) * seg_span
-    flow_key += seg - seg_base
-    by_flow = np.argsort(flow_key, kind="stable")
-    ordered = flow_key[by_flow] // seg_span
-    new_flow = np.ones(m, dtype=bool)
-    new_flow[1:] = ordered[1:] != ordered[:-1]
-    flow = np.empty(m, dtype=np.int64)
-    flow[by_flow] = np.cumsum(new_flow) - 1
-    reverse_side = (src > dst).astype(np.int64)
+    seg_base = int(seg.min())
+    # Segments never decrease along the capture: the flow order is also by segment.
+    by_flow, flow, reverse_side = _flow_order(dec, rows)
     # Each direction is named by its first packet in the batch: the engine is asked
     # about a direction through that row only, so that the answers can be cached.
     direction = flow * 2 + reverse_side
