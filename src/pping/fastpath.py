@@ -438,11 +438,9 @@ def _refused(
     candidates: BOOL,
     rows: I64,
     name_row: I64,
-    seg: I64,
+    settled: BOOL,
     flow: I64,
     direction: I64,
-    by_flow: I64,
-    eventful: BOOL,
     tsval: I64,
     times: I64,
     rate_limit_ns: int,
@@ -451,8 +449,8 @@ def _refused(
 ) -> BOOL:
     """Possibly new packets that timestamp_packet will surely refuse.
 
-    Within a stretch where nothing can reset a flow (segment 0, no eventful packet of
-    the flow before), only a direction's own possibly new packets change what decides
+    Within a stretch where nothing can reset a flow (`settled`: segment 0, no eventful
+    packet of the flow before), only a direction's own possibly new packets change what decides
     its sampling (last_id, last_timestamp, has_been_timestamped); the other direction's
     packets do not. Replaying the newer-identifier rule and the static rate limit over
     them, from the engine's state (or, for a direction that its first stampable packet
@@ -462,7 +460,7 @@ def _refused(
     """
     m = len(flow)
     refused = np.zeros(m, dtype=bool)
-    pick = np.flatnonzero(candidates & (seg == 0) & (_count_before(eventful, flow, by_flow) == 0))
+    pick = np.flatnonzero(candidates & settled)
     if len(pick) == 0:
         return refused
     order = pick[np.argsort(direction[pick], kind="stable")]
@@ -565,6 +563,9 @@ def plan_batch(
     could_stamp = (payload > 0) | ((flags & (TCP_SYN | TCP_FIN)) != 0)
     ack = (flags & TCP_ACK) != 0
     eventful = ((flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0) | (dec.cls[rows] == TCP_UNUSUAL)
+    # Nothing before it in the batch can have reset its flow (segment 0, no eventful
+    # packet of the flow before).
+    settled = (seg == 0) & (_count_before(eventful, flow, by_flow) == 0)
 
     # A run is a stretch of one flow within one segment up to (and including) an
     # eventful packet.
@@ -600,9 +601,7 @@ def plan_batch(
         # A first packet whose direction the engine already runs, with nothing before
         # it in the batch that could have ended that, starts nothing.
         if started is not None:
-            known = np.flatnonzero(
-                starter & (seg == 0) & (_count_before(eventful, flow, by_flow) == 0)
-            )
+            known = np.flatnonzero(starter & settled)
             if len(known):
                 starter[known[started(name_row[known])]] = False
                 # The others may start their direction: from the identifier they carry.
@@ -628,8 +627,8 @@ def plan_batch(
     limited = np.zeros(m, dtype=bool)
     if sampling is not None and times is not None:
         limited = _refused(
-            possibly_new & ~starter, rows, name_row, seg, flow, direction, by_flow,
-            eventful, tsval, times, rate_limit_ns, sampling, start_id,
+            possibly_new & ~starter, rows, name_row, settled, flow, direction, tsval, times,
+            rate_limit_ns, sampling, start_id,
         )  # fmt: skip
     creators = possibly_new & ~limited
     repeat &= ~possibly_new | limited
@@ -641,7 +640,7 @@ def plan_batch(
     )
     # ... or echoing something new that no entry can hold: neither one of the engine's
     # entries nor one a possibly new packet of this batch (before it) may have created.
-    changed = np.flatnonzero(repeat & ~same_echo)
+    echo_changed = repeat & ~same_echo
     # A first packet of its direction in the batch has no previous packet to lean on,
     # but the engine's state can stand in for it: nothing before it in the batch that
     # could touch its flow, a reverse direction it will not open (quiet), and, as above,
@@ -655,7 +654,8 @@ def plan_batch(
         ask = np.flatnonzero(first_ones)
         first_ones[ask] = quiet(name_row[ask])
         repeat |= first_ones
-        changed = np.union1d(changed, np.flatnonzero(first_ones))
+        echo_changed |= first_ones
+    changed = np.flatnonzero(echo_changed)
     if len(changed):
         might = _created_before(flow, tsval, tsecr, rows, creators, changed)
         unknown = changed[~might]
