@@ -231,15 +231,20 @@ def decode(linktype: int, buf: bytes, offsets: I64, caplens: I64) -> Decoded:
     cls[usual] = TCP_USUAL
 
     mapped = np.uint64(0xFFFF00000000)
-    v4_src = mapped | _field(ip8, 4, 4).astype(np.uint64)
-    v4_dst = mapped | _field(ip16, 0, 4).astype(np.uint64)
-    zero = np.zeros(n, dtype=np.uint64)
-    dst_lo = np.where(v4, v4_dst, f.quad(np.where(v4, 0, ip + 32)))
+    src_lo = mapped | _field(ip8, 4, 4).astype(np.uint64)
+    dst_lo = mapped | _field(ip16, 0, 4).astype(np.uint64)
+    src_hi = np.zeros(n, dtype=np.uint64)
+    dst_hi = src_hi
+    if v6.any():  # the IPv6 addresses, read only when there are some
+        src_hi = np.where(v4, src_hi, ip8)
+        src_lo = np.where(v4, src_lo, ip16)
+        dst_hi = np.where(v4, dst_hi, f.quad(np.where(v4, 0, ip + 24)))
+        dst_lo = np.where(v4, dst_lo, f.quad(np.where(v4, 0, ip + 32)))
     return Decoded(
         cls=cls,
-        src_hi=np.where(v4, zero, ip8),
-        src_lo=np.where(v4, v4_src, ip16),
-        dst_hi=np.where(v4, zero, f.quad(np.where(v4, 0, ip + 24))),
+        src_hi=src_hi,
+        src_lo=src_lo,
+        dst_hi=dst_hi,
         dst_lo=dst_lo,
         sport=_field(tcp0, 0, 2),
         dport=_field(tcp0, 2, 2),
