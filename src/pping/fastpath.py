@@ -838,8 +838,11 @@ class _EngineView:
         if not timestamps:
             return found
         # Most identifiers are held by no entry at all: rule those out in one step.
-        held = np.fromiter((key[6] for key in timestamps), dtype=np.int64, count=len(timestamps))
-        ask = np.flatnonzero(np.isin(identifiers, held))
+        held = np.sort(
+            np.fromiter((key[6] for key in timestamps), dtype=np.int64, count=len(timestamps))
+        )
+        at = np.minimum(np.searchsorted(held, identifiers), len(held) - 1)
+        ask = np.flatnonzero(held[at] == identifiers)
         directions = self.lookup(rows[ask].tolist())
         for i, direction, identifier in zip(
             ask.tolist(), directions, identifiers[ask].tolist(), strict=True
