@@ -349,17 +349,20 @@ def _echo_created_between(
     k_key, k_row = k_key[order], rows[ks][order]
     qs = np.flatnonzero(candidates)
     q_key = (flow[qs] << 32) | tsecr[qs]
-    lo = np.searchsorted(k_key, q_key, side="left")
-    hi = np.searchsorted(k_key, q_key, side="right")
-    single = np.flatnonzero(hi - lo == 1)
+    lo = np.minimum(np.searchsorted(k_key, q_key, side="left"), len(k_key) - 1)
+    found = k_key[lo] == q_key
+    # A key that the next sorted key repeats: several creators with one (flow, TSval).
+    shared = np.zeros(len(k_key), dtype=bool)
+    shared[:-1] = k_key[1:] == k_key[:-1]
+    single = np.flatnonzero(found & ~shared[lo])
     k_at = k_row[lo[single]]
     q_single = qs[single]
     hit[q_single] = (k_at > rows[prev[q_single]]) & (k_at < rows[q_single])
     # Rare: several creators with one (flow, TSval); look at each.
-    for at in np.flatnonzero(hi - lo > 1).tolist():
+    for at in np.flatnonzero(found & shared[lo]).tolist():
         q = qs[at]
         after, before = rows[prev[q]], rows[q]
-        span = k_row[lo[at] : hi[at]]
+        span = k_row[lo[at] : int(np.searchsorted(k_key, q_key[at], side="right"))]
         hit[q] = bool(np.any((span > after) & (span < before)))
     return hit
 
