@@ -367,8 +367,7 @@ def _echo_created_between(
     return hit
 
 
-def _add_pending(
-    book: dict[int, list[Pending]],
+def _pending(
     code: I64,
     where: I64,
     member: I64,
@@ -376,13 +375,13 @@ def _add_pending(
     payload: I64,
     limited: BOOL,
     tsval: I64,
-) -> None:
-    """Sum the repeats by `code` (one flow direction at one place) into `book[where]`
-    entries of (a row naming the direction, packets, payload bytes, the TSvals of the
-    rate-limited ones in capture order). `member` is in flow order, so each code's
-    members are in capture order."""
+) -> dict[int, list[Pending]]:
+    """Sum the repeats by `code` (one flow direction at one place; codes grow with the
+    place) into entries of (a row naming the direction, packets, payload bytes, the
+    TSvals of the rate-limited ones in capture order), listed by place. `member` is in
+    flow order, so each code's members are in capture order."""
     if len(code) == 0:
-        return
+        return {}
     if int(code.max()) > 8 * len(code) + 4096:  # sparse (many segments): compact first
         code = np.unique(code, return_inverse=True)[1].reshape(-1)
     limited_ids: dict[int, list[int]] = {}
@@ -398,15 +397,21 @@ def _add_pending(
     name = np.zeros(len(counts), dtype=np.int64)
     name[code] = name_row[member]
     used = np.flatnonzero(counts)
-    for c, at, rep, count, total in zip(
-        used.tolist(),
-        place[used].tolist(),
-        name[used].tolist(),
-        counts[used].tolist(),
-        sums[used].tolist(),
-        strict=True,
-    ):
-        book.setdefault(at, []).append((rep, count, total, limited_ids.get(c, ())))
+    entries: list[Pending] = list(
+        zip(
+            name[used].tolist(),
+            counts[used].tolist(),
+            sums[used].tolist(),
+            map(limited_ids.get, used.tolist(), itertools.repeat(())),
+            strict=False,  # the last one is endless
+        )
+    )
+    # Codes grow with the place: each place's entries are one slice of the list.
+    places = place[used]
+    starts = np.flatnonzero(np.r_[True, places[1:] != places[:-1]])
+    ends = np.r_[starts[1:], len(used)]
+    slices = map(slice, starts.tolist(), ends.tolist())
+    return dict(zip(places[starts].tolist(), map(entries.__getitem__, slices), strict=True))
 
 
 Pending = tuple[int, int, int, Sequence[int]]
@@ -686,16 +691,15 @@ def plan_batch(
         to_row = same_run[rep_pos]
         # Before a packet of the flow: that packet names the flow.
         target = rows[by_flow[nxt[rep_pos[to_row]]]]
-        _add_pending(
-            pending, target * 2 + side[to_row], target, member[to_row], name_row, payload,
-            limited, tsval,
-        )  # fmt: skip
+        pending = _pending(
+            target * 2 + side[to_row], target, member[to_row], name_row, payload, limited, tsval
+        )
         # At the end of a segment: one entry per flow and direction.
         at_end = ~to_row
         segs = s_sorted[rep_pos[at_end]]
         code = ((segs - seg_base) * (int(flow.max()) + 1) + f_sorted[rep_pos[at_end]]) * 2
         code += side[at_end]
-        _add_pending(pending_at_end, code, segs, member[at_end], name_row, payload, limited, tsval)
+        pending_at_end = _pending(code, segs, member[at_end], name_row, payload, limited, tsval)
     engine_rows = np.ones(n, dtype=bool)
     engine_rows[rows[repeat]] = False
     return Plan(np.flatnonzero(engine_rows), segment, int(repeat.sum()), pending, pending_at_end)
