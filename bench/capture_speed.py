@@ -15,6 +15,7 @@ Kathie's pping is not part of this project; build it yourself and pass --kathie 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import subprocess
@@ -79,6 +80,9 @@ def main() -> int:
     if args.kathie:
         tools["kathie_pping"] = lambda f: [args.kathie, "-m", "-r", str(f)]
 
+    # An installed pping runs from compiled bytecode; make sure this checkout has it
+    # too (PYTHONDONTWRITEBYTECODE would otherwise make every run compile pping anew).
+    compileall.compile_dir(ROOT / "src" / "pping", quiet=1)
     report: dict[str, object] = {"repeat": args.repeat, "captures": {}}
     for cname, (path, packets) in captures.items():
         best: dict[str, tuple[float, float]] = {}

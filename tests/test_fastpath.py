@@ -128,3 +128,12 @@ def test_repeats_are_actually_skipped() -> None:
     dec = decode(batch.linktype, batch.buffer, batch.offsets, batch.caplens)
     plan = plan_batch(dec, np.zeros(len(batch), dtype=np.int64))
     assert plan.repeats > 0.8 * len(batch)
+
+
+def test_flow_hash_collisions_fall_back_to_exact_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flows are told apart by a hash of their endpoints; when two flows share one,
+    the planner must notice and use exact ids. A hash that maps everything to 0 makes
+    every flow collide."""
+    monkeypatch.setattr("pping.fastpath._mix", lambda x: np.zeros_like(x))
+    raw, _ = tracegen.many_flows(seed=4, flows=50, packets=5_000)
+    assert_same(raw, Config(cleanup_interval_ns=100_000_000))

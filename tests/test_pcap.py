@@ -303,6 +303,29 @@ def test_chunk_boundaries_everywhere(monkeypatch: pytest.MonkeyPatch, chunk: int
     ]
 
 
+@pytest.mark.parametrize("chunk", [16, 100, 4096])
+def test_chunk_boundaries_in_a_regular_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, chunk: int
+) -> None:
+    """A regular file is moved back to re-read a record cut by a chunk's end, rather
+    than joining the two pieces: the same records, and the same error at a cut."""
+    data, _ = random_pcap(300, seed=chunk)
+    ng = shb() + idb() + b"".join(epb(0, i, bytes(range(i % 200))) for i in range(300))
+    monkeypatch.setattr(pcap, "CHUNK_SIZE", chunk)
+    for content in (data, data[:-7], ng, ng[:-5]):
+        path = tmp_path / "c.pcap"
+        path.write_bytes(content)
+        expected, expected_error = read(CaptureReader(io.BytesIO(content), str(path)))
+        with open_capture(str(path)) as reader:
+            got, error = read(reader)
+        assert got == expected
+        assert str(error) == str(expected_error)
+        with open_capture(str(path)) as reader:
+            in_batches, batch_error = read_batches(reader)
+        assert in_batches == got
+        assert str(batch_error) == str(expected_error)
+
+
 def test_many_records_many_chunks() -> None:
     data, recs = random_pcap(5000, seed=7, order=">")
     got = read_ok(data)

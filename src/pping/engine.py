@@ -241,36 +241,42 @@ class Engine:
             reverse.rec_pkts += packets
             reverse.rec_bytes += payload_bytes
 
-    def direction_started(self, direction: FlowKey) -> bool:
-        """Is `direction` active in an entry that is not closed (so a packet of it
-        cannot start it or replace the entry)? See fastpath.py."""
-        key, first = self.flow_key(direction)
-        dual = self.flows.get(key)
-        if dual is None or dual.closed:
-            return False
-        return (dual.first if first else dual.second).active
+    def direction_facts(self, key: FlowKey, first: bool) -> tuple[bool, bool]:
+        """(started, quiet) of one direction of flow `key` (its first if `first`), for
+        the fast path (fastpath.py), in one look-up.
 
-    def quiet_for(self, direction: FlowKey) -> bool:
-        """Would a packet of `direction` that is neither timestamped nor matched change
-        nothing but counters? Not if its entry is closed (the packet may delete it) or
-        its reverse direction waits for its first reply (the packet opens it)."""
-        key, first = self.flow_key(direction)
+        started: the direction is active in an entry that is not closed, so a packet of
+        it cannot start it or replace the entry. quiet: a packet of it that is neither
+        timestamped nor matched changes nothing but counters; not so if the entry is
+        closed (the packet may delete it) or the reverse direction waits for its first
+        reply (the packet opens it).
+        """
         dual = self.flows.get(key)
         if dual is None:
-            return True
-        reverse = dual.second if first else dual.first
-        return not dual.closed and reverse.conn_state != WAITOPEN
+            return False, True
+        if dual.closed:
+            return False, False
+        forward, reverse = (dual.first, dual.second) if first else (dual.second, dual.first)
+        return forward.active, reverse.conn_state != WAITOPEN
 
-    def sampling_state(self, direction: FlowKey) -> tuple[int, int, bool] | None:
+    def sampling_state(
+        self, direction: FlowKey, starting_id: int | None = None
+    ) -> tuple[int, int, bool] | None:
         """(last_id, last_timestamp, has_been_timestamped) of an active `direction`, when
         only these decide whether its next packets are timestamped (static rate limit,
         no bursts); else None. See fastpath.py."""
         if self._rtt_rate or self._burst:
             return None
         state = self._direction_state(direction)
-        if state is None or not state.active:
-            return None
-        return state.last_id, state.last_timestamp, state.has_been_timestamped
+        if state is not None and state.active:
+            return state.last_id, state.last_timestamp, state.has_been_timestamped
+        if starting_id is not None and (state is None or state.conn_state == EMPTY):
+            # Given `starting_id`: the state right after a stampable packet without SYN,
+            # FIN or RST, carrying that identifier, starts the direction (FlowState.start;
+            # it waits for the first edge, so it is not timestamped itself), when its
+            # flow entry exists or can be created.
+            return starting_id, 0, False
+        return None
 
     def process(
         self, info: PacketInfo, now: int, link: int = 0, is_ingress: bool = True

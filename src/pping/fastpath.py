@@ -82,30 +82,22 @@ class Decoded:
     tsval: I64
     tsecr: I64
     payload: I64
-    key_columns: tuple[list[int], ...] | None = None
 
     def part(self, rows: slice) -> Decoded:
         """The columns of a run of consecutive rows (views, no copies)."""
         return Decoded(*(getattr(self, name)[rows] for name in COLUMNS))
 
-    def direction_key(self, row: int, link: int) -> FlowKey:
-        """The engine's key of the direction of the packet in `row`.
-
-        Called often per batch: the columns it needs become Python lists once."""
-        columns = self._lists()
-        src = _address_bytes(columns[0][row], columns[1][row])
-        dst = _address_bytes(columns[3][row], columns[4][row])
-        return (link, IPPROTO_TCP, src, columns[2][row], dst, columns[5][row])
-
-    def _lists(self) -> tuple[list[int], ...]:
-        if self.key_columns is None:
-            self.key_columns = tuple(
-                column.tolist()
-                for column in (
-                    self.src_hi, self.src_lo, self.sport, self.dst_hi, self.dst_lo, self.dport
-                )
-            )  # fmt: skip
-        return self.key_columns
+    def direction_keys(self, rows: I64, link: int) -> list[FlowKey]:
+        """The engine's keys of the directions of the packets in `rows`."""
+        return [
+            (link, IPPROTO_TCP, _address_bytes(shi, slo), sport, _address_bytes(dhi, dlo), dport)
+            for shi, slo, sport, dhi, dlo, dport in zip(
+                self.src_hi[rows].tolist(), self.src_lo[rows].tolist(),
+                self.sport[rows].tolist(), self.dst_hi[rows].tolist(),
+                self.dst_lo[rows].tolist(), self.dport[rows].tolist(),
+                strict=True,
+            )
+        ]  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -239,15 +231,20 @@ def decode(linktype: int, buf: bytes, offsets: I64, caplens: I64) -> Decoded:
     cls[usual] = TCP_USUAL
 
     mapped = np.uint64(0xFFFF00000000)
-    v4_src = mapped | _field(ip8, 4, 4).astype(np.uint64)
-    v4_dst = mapped | _field(ip16, 0, 4).astype(np.uint64)
-    zero = np.zeros(n, dtype=np.uint64)
-    dst_lo = np.where(v4, v4_dst, f.quad(np.where(v4, 0, ip + 32)))
+    src_lo = mapped | _field(ip8, 4, 4).astype(np.uint64)
+    dst_lo = mapped | _field(ip16, 0, 4).astype(np.uint64)
+    src_hi = np.zeros(n, dtype=np.uint64)
+    dst_hi = src_hi
+    if v6.any():  # the IPv6 addresses, read only when there are some
+        src_hi = np.where(v4, src_hi, ip8)
+        src_lo = np.where(v4, src_lo, ip16)
+        dst_hi = np.where(v4, dst_hi, f.quad(np.where(v4, 0, ip + 24)))
+        dst_lo = np.where(v4, dst_lo, f.quad(np.where(v4, 0, ip + 32)))
     return Decoded(
         cls=cls,
-        src_hi=np.where(v4, zero, ip8),
-        src_lo=np.where(v4, v4_src, ip16),
-        dst_hi=np.where(v4, zero, f.quad(np.where(v4, 0, ip + 24))),
+        src_hi=src_hi,
+        src_lo=src_lo,
+        dst_hi=dst_hi,
         dst_lo=dst_lo,
         sport=_field(tcp0, 0, 2),
         dport=_field(tcp0, 2, 2),
@@ -264,21 +261,78 @@ def _ranks(values: npt.NDArray[Any]) -> I64:
     return inverse
 
 
-def _endpoint_ids(dec: Decoded, rows: I64) -> tuple[I64, I64]:
-    """Dense ids of the (address, port) source and destination endpoints of `rows`."""
+def _endpoint_ids(dec: Decoded, rows: I64) -> tuple[I64, I64, int] | None:
+    """Ids of the (address, port) source and destination endpoints of `rows`, equal
+    exactly when the endpoints are, and a bound of the ids; None if not IPv4 only."""
+    src_lo, dst_lo = dec.src_lo[rows], dec.dst_lo[rows]
+    mapped = np.uint64(0xFFFF00000000)
+    if dec.src_hi[rows].any() or dec.dst_hi[rows].any():
+        return None
+    if not (np.all(src_lo & ~np.uint64(0xFFFFFFFF) == mapped)
+            and np.all(dst_lo & ~np.uint64(0xFFFFFFFF) == mapped)):  # fmt: skip
+        return None
+    # IPv4 only: address and port fit one integer.
+    low = np.uint64(0xFFFFFFFF)
+    src = ((src_lo & low).astype(np.int64) << 16) | dec.sport[rows]
+    dst = ((dst_lo & low).astype(np.int64) << 16) | dec.dport[rows]
+    return src, dst, 1 << 48
+
+
+def _dense_endpoint_ids(dec: Decoded, rows: I64) -> tuple[I64, I64, int]:
+    """Dense ids (0, 1, ...) of the source and destination endpoints of `rows`."""
     m = len(rows)
     lo = np.concatenate([dec.src_lo[rows], dec.dst_lo[rows]])
     ports = np.concatenate([dec.sport[rows], dec.dport[rows]])
     hi = np.concatenate([dec.src_hi[rows], dec.dst_hi[rows]])
-    if not hi.any() and bool(np.all((lo >> np.uint64(32)) == np.uint64(0xFFFF))):
-        # IPv4 only: address and port fit one integer.
-        raw = ((lo & np.uint64(0xFFFFFFFF)).astype(np.int64) << 16) | ports
-    else:
-        hi_id, lo_id = _ranks(hi), _ranks(lo)
-        address = _ranks(hi_id * (int(lo_id.max()) + 1) + lo_id)
-        raw = address * 65536 + ports
-    ids = _ranks(raw)
-    return ids[:m], ids[m:]
+    hi_id, lo_id = _ranks(hi), _ranks(lo)
+    address = _ranks(hi_id * (int(lo_id.max()) + 1) + lo_id)
+    ids = _ranks(address * 65536 + ports)
+    return ids[:m], ids[m:], int(ids.max()) + 1
+
+
+def _mix(x: U64) -> U64:
+    """splitmix64's finaliser: every input bit affects every output bit."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    mixed: U64 = x ^ (x >> np.uint64(31))
+    return mixed
+
+
+def _flow_order(dec: Decoded, rows: I64) -> tuple[I64, I64, I64]:
+    """(flow order, flow ids, reverse side) of the TCP `rows` of a batch.
+
+    The flow order lists the rows by flow, then in capture order; flow ids are dense;
+    the reverse side is 1 for a packet from the larger endpoint id to the smaller.
+
+    One sort does it: its keys are a flow number above the row's index. With few
+    enough endpoints the flow number is exact; otherwise it is a hash of the two
+    endpoints, checked afterwards (rows of one hash must be of one flow) and replaced
+    by exact dense ids on the rare collision.
+    """
+    m = len(rows)
+    shift = max(m.bit_length(), 1)
+    index = np.arange(m, dtype=np.int64)
+    exact = _endpoint_ids(dec, rows)
+    for attempt in ("hash", "dense"):
+        src, dst, bound = exact if attempt == "hash" and exact else _dense_endpoint_ids(dec, rows)
+        low, high = np.minimum(src, dst), np.maximum(src, dst)
+        if bound * bound < 1 << (62 - shift):
+            number = low * bound + high
+        else:
+            mixed = _mix(_mix(low.astype(np.uint64)) ^ high.astype(np.uint64))
+            number = (mixed >> np.uint64(shift + 1)).astype(np.int64)
+        by_flow = np.argsort((number << shift) | index)
+        ordered = number[by_flow]
+        same = ordered[1:] == ordered[:-1]
+        if bound * bound >= 1 << (62 - shift) and not (
+            np.array_equal(low[by_flow][1:][same], low[by_flow][:-1][same])
+            and np.array_equal(high[by_flow][1:][same], high[by_flow][:-1][same])
+        ):
+            continue  # two flows share a hash
+        flow = np.empty(m, dtype=np.int64)
+        flow[by_flow] = np.cumsum(np.r_[True, ~same]) - 1
+        return by_flow, flow, (src > dst).astype(np.int64)
+    raise AssertionError("dense endpoint ids cannot collide")
 
 
 def _echo_created_between(
@@ -295,23 +349,25 @@ def _echo_created_between(
     k_key, k_row = k_key[order], rows[ks][order]
     qs = np.flatnonzero(candidates)
     q_key = (flow[qs] << 32) | tsecr[qs]
-    lo = np.searchsorted(k_key, q_key, side="left")
-    hi = np.searchsorted(k_key, q_key, side="right")
-    single = np.flatnonzero(hi - lo == 1)
+    lo = np.minimum(np.searchsorted(k_key, q_key, side="left"), len(k_key) - 1)
+    found = k_key[lo] == q_key
+    # A key that the next sorted key repeats: several creators with one (flow, TSval).
+    shared = np.zeros(len(k_key), dtype=bool)
+    shared[:-1] = k_key[1:] == k_key[:-1]
+    single = np.flatnonzero(found & ~shared[lo])
     k_at = k_row[lo[single]]
     q_single = qs[single]
     hit[q_single] = (k_at > rows[prev[q_single]]) & (k_at < rows[q_single])
     # Rare: several creators with one (flow, TSval); look at each.
-    for at in np.flatnonzero(hi - lo > 1).tolist():
+    for at in np.flatnonzero(found & shared[lo]).tolist():
         q = qs[at]
         after, before = rows[prev[q]], rows[q]
-        span = k_row[lo[at] : hi[at]]
+        span = k_row[lo[at] : int(np.searchsorted(k_key, q_key[at], side="right"))]
         hit[q] = bool(np.any((span > after) & (span < before)))
     return hit
 
 
-def _add_pending(
-    book: dict[int, list[Pending]],
+def _pending(
     code: I64,
     where: I64,
     member: I64,
@@ -319,13 +375,13 @@ def _add_pending(
     payload: I64,
     limited: BOOL,
     tsval: I64,
-) -> None:
-    """Sum the repeats by `code` (one flow direction at one place) into `book[where]`
-    entries of (a row naming the direction, packets, payload bytes, the TSvals of the
-    rate-limited ones in capture order). `member` is in flow order, so each code's
-    members are in capture order."""
+) -> dict[int, list[Pending]]:
+    """Sum the repeats by `code` (one flow direction at one place; codes grow with the
+    place) into entries of (a row naming the direction, packets, payload bytes, the
+    TSvals of the rate-limited ones in capture order), listed by place. `member` is in
+    flow order, so each code's members are in capture order."""
     if len(code) == 0:
-        return
+        return {}
     if int(code.max()) > 8 * len(code) + 4096:  # sparse (many segments): compact first
         code = np.unique(code, return_inverse=True)[1].reshape(-1)
     limited_ids: dict[int, list[int]] = {}
@@ -341,15 +397,21 @@ def _add_pending(
     name = np.zeros(len(counts), dtype=np.int64)
     name[code] = name_row[member]
     used = np.flatnonzero(counts)
-    for c, at, rep, count, total in zip(
-        used.tolist(),
-        place[used].tolist(),
-        name[used].tolist(),
-        counts[used].tolist(),
-        sums[used].tolist(),
-        strict=True,
-    ):
-        book.setdefault(at, []).append((rep, count, total, limited_ids.get(c, ())))
+    entries: list[Pending] = list(
+        zip(
+            name[used].tolist(),
+            counts[used].tolist(),
+            sums[used].tolist(),
+            map(limited_ids.get, used.tolist(), itertools.repeat(())),
+            strict=False,  # the last one is endless
+        )
+    )
+    # Codes grow with the place: each place's entries are one slice of the list.
+    places = place[used]
+    starts = np.flatnonzero(np.r_[True, places[1:] != places[:-1]])
+    ends = np.r_[starts[1:], len(used)]
+    slices = map(slice, starts.tolist(), ends.tolist())
+    return dict(zip(places[starts].tolist(), map(entries.__getitem__, slices), strict=True))
 
 
 Pending = tuple[int, int, int, Sequence[int]]
@@ -377,41 +439,47 @@ row's packet, identifier)? Used to prove that a packet echoing a new identifier
 cannot match."""
 
 
-Sampling = Callable[[I64], list[tuple[int, int, bool] | None]]
-"""rows -> the engine's (last_id, last_timestamp, has_been_timestamped) for the
-direction of each row's packet, or None when these alone do not decide sampling."""
+Sampling = Callable[[I64, I64, int], list[tuple[int, int, bool] | None]]
+"""(rows, starting identifiers, flows in the part) -> the engine's (last_id,
+last_timestamp, has_been_timestamped) for the direction of each row's packet, or None
+when these alone do not decide sampling. A starting identifier other than -1 is that
+of a packet of the part (no SYN, FIN or RST) that is the direction's first stampable
+packet: for a direction that packet will start, the state right after it."""
 
 
 def _refused(
     candidates: BOOL,
     rows: I64,
-    seg: I64,
+    name_row: I64,
+    settled: BOOL,
     flow: I64,
     direction: I64,
-    by_flow: I64,
-    disruptive: BOOL,
     tsval: I64,
     times: I64,
     rate_limit_ns: int,
     sampling: Sampling,
+    start_id: I64,
 ) -> BOOL:
     """Possibly new packets that timestamp_packet will surely refuse.
 
-    Within a stretch where nothing else can touch a direction (segment 0, no disruptive
-    packet of its flow before), only its possibly new packets change what decides
-    sampling (last_id, last_timestamp, has_been_timestamped). Replaying the newer-
-    identifier rule and the static rate limit over them, from the engine's state,
-    tells which are refused (they change last_id at most) and which may be stamped
-    (the engine sees those, and does what this replay assumed).
+    Within a stretch where nothing can reset a flow (`settled`: segment 0, no eventful
+    packet of the flow before), only a direction's own possibly new packets change what decides
+    its sampling (last_id, last_timestamp, has_been_timestamped); the other direction's
+    packets do not. Replaying the newer-identifier rule and the static rate limit over
+    them, from the engine's state (or, for a direction that its first stampable packet
+    starts in this part, `start_id`, from the state that packet leaves), tells which are
+    refused (they change last_id at most) and which may be stamped (the engine sees
+    those, and does what this replay assumed).
     """
     m = len(flow)
     refused = np.zeros(m, dtype=bool)
-    pick = np.flatnonzero(candidates & (seg == 0) & (_count_before(disruptive, flow, by_flow) == 0))
+    pick = np.flatnonzero(candidates & settled)
     if len(pick) == 0:
         return refused
     order = pick[np.argsort(direction[pick], kind="stable")]
     starts = np.flatnonzero(np.r_[True, direction[order][1:] != direction[order][:-1]])
-    states = sampling(rows[order[starts]])
+    firsts = order[starts]
+    states = sampling(name_row[firsts], start_id[direction[firsts]], int(flow.max()) + 1)
     ends = np.r_[starts[1:], len(order)].tolist()
     members, pids, nows = order.tolist(), tsval[order].tolist(), times[rows[order]].tolist()
     for begin, end, state in zip(starts.tolist(), ends, states, strict=True):
@@ -491,21 +559,16 @@ def plan_batch(
     m = len(rows)
     if m == 0:
         return Plan(np.arange(n, dtype=np.int64), segment, 0, {}, {})
-    src, dst = _endpoint_ids(dec, rows)
-    endpoints = int(max(src.max(), dst.max())) + 1
     seg = segment[rows]
-    # One stable sort gives both the flow ids and the flow order (by flow, segment,
-    # then capture order).
-    seg_base, seg_span = int(seg.min()), int(seg.max() - seg.min()) + 1
-    flow_key = (np.minimum(src, dst) * endpoints + np.maximum(src, dst)) * seg_span
-    flow_key += seg - seg_base
-    by_flow = np.argsort(flow_key, kind="stable")
-    ordered = flow_key[by_flow] // seg_span
-    new_flow = np.ones(m, dtype=bool)
-    new_flow[1:] = ordered[1:] != ordered[:-1]
-    flow = np.empty(m, dtype=np.int64)
-    flow[by_flow] = np.cumsum(new_flow) - 1
-    reverse_side = (src > dst).astype(np.int64)
+    seg_base = int(seg.min())
+    # Segments never decrease along the capture: the flow order is also by segment.
+    by_flow, flow, reverse_side = _flow_order(dec, rows)
+    # Each direction is named by its first packet in the batch: the engine is asked
+    # about a direction through that row only, so that the answers can be cached.
+    direction = flow * 2 + reverse_side
+    first_row = np.full(int(direction.max()) + 1, n, dtype=np.int64)
+    np.minimum.at(first_row, direction, rows)
+    name_row = first_row[direction]
     flags = dec.flags[rows]
     tsval = dec.tsval[rows]
     tsecr = dec.tsecr[rows]
@@ -513,6 +576,9 @@ def plan_batch(
     could_stamp = (payload > 0) | ((flags & (TCP_SYN | TCP_FIN)) != 0)
     ack = (flags & TCP_ACK) != 0
     eventful = ((flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0) | (dec.cls[rows] == TCP_UNUSUAL)
+    # Nothing before it in the batch can have reset its flow (segment 0, no eventful
+    # packet of the flow before).
+    settled = (seg == 0) & (_count_before(eventful, flow, by_flow) == 0)
 
     # A run is a stretch of one flow within one segment up to (and including) an
     # eventful packet.
@@ -534,6 +600,7 @@ def plan_batch(
     # packet of its group (or the first such: it may also start its direction).
     possibly_new = np.zeros(m, dtype=bool)
     starter = np.zeros(m, dtype=bool)
+    start_id = np.full(len(first_row), -1, dtype=np.int64)  # by direction
     stampable = by_group[could_stamp[by_group]]
     if len(stampable):
         sg = group[stampable]
@@ -547,11 +614,12 @@ def plan_batch(
         # A first packet whose direction the engine already runs, with nothing before
         # it in the batch that could have ended that, starts nothing.
         if started is not None:
-            known = np.flatnonzero(
-                starter & (seg == 0) & (_count_before(eventful, flow, by_flow) == 0)
-            )
+            known = np.flatnonzero(starter & settled)
             if len(known):
-                starter[known[started(rows[known])]] = False
+                starter[known[started(name_row[known])]] = False
+                # The others may start their direction: from the identifier they carry.
+                fresh = known[starter[known]]
+                start_id[direction[fresh]] = tsval[fresh]
     disruptive = eventful | starter
 
     # Candidate repeats, judged against the previous packet of the same group. A pure
@@ -572,8 +640,8 @@ def plan_batch(
     limited = np.zeros(m, dtype=bool)
     if sampling is not None and times is not None:
         limited = _refused(
-            possibly_new & ~starter, rows, seg, flow, flow * 2 + reverse_side, by_flow,
-            disruptive, tsval, times, rate_limit_ns, sampling,
+            possibly_new & ~starter, rows, name_row, settled, flow, direction, tsval, times,
+            rate_limit_ns, sampling, start_id,
         )  # fmt: skip
     creators = possibly_new & ~limited
     repeat &= ~possibly_new | limited
@@ -585,7 +653,7 @@ def plan_batch(
     )
     # ... or echoing something new that no entry can hold: neither one of the engine's
     # entries nor one a possibly new packet of this batch (before it) may have created.
-    changed = np.flatnonzero(repeat & ~same_echo)
+    echo_changed = repeat & ~same_echo
     # A first packet of its direction in the batch has no previous packet to lean on,
     # but the engine's state can stand in for it: nothing before it in the batch that
     # could touch its flow, a reverse direction it will not open (quiet), and, as above,
@@ -597,13 +665,14 @@ def plan_batch(
     if quiet is not None and first_ones.any():
         first_ones &= _count_before(disruptive, flow, by_flow) == 0
         ask = np.flatnonzero(first_ones)
-        first_ones[ask] = quiet(rows[ask])
+        first_ones[ask] = quiet(name_row[ask])
         repeat |= first_ones
-        changed = np.union1d(changed, np.flatnonzero(first_ones))
+        echo_changed |= first_ones
+    changed = np.flatnonzero(echo_changed)
     if len(changed):
         might = _created_before(flow, tsval, tsecr, rows, creators, changed)
         unknown = changed[~might]
-        might[~might] = (outstanding or _always)(rows[unknown], tsecr[unknown])
+        might[~might] = (outstanding or _always)(name_row[unknown], tsecr[unknown])
         repeat[changed[might]] = False
 
     # Where the counters of each repeat are added: before the next non-repeat packet of
@@ -617,27 +686,20 @@ def plan_batch(
     pending_at_end: dict[int, list[Pending]] = {}
     rep_pos = np.flatnonzero(r_sorted)
     if len(rep_pos):
-        # Each direction is named by its first packet in the batch, so that the names
-        # repeat and what is derived from them can be cached.
-        direction = flow * 2 + reverse_side
-        first_row = np.full(int(direction.max()) + 1, n, dtype=np.int64)
-        np.minimum.at(first_row, direction, rows)
-        name_row = first_row[direction]
         member = by_flow[rep_pos]
         side = reverse_side[member]
         to_row = same_run[rep_pos]
         # Before a packet of the flow: that packet names the flow.
         target = rows[by_flow[nxt[rep_pos[to_row]]]]
-        _add_pending(
-            pending, target * 2 + side[to_row], target, member[to_row], name_row, payload,
-            limited, tsval,
-        )  # fmt: skip
+        pending = _pending(
+            target * 2 + side[to_row], target, member[to_row], name_row, payload, limited, tsval
+        )
         # At the end of a segment: one entry per flow and direction.
         at_end = ~to_row
         segs = s_sorted[rep_pos[at_end]]
         code = ((segs - seg_base) * (int(flow.max()) + 1) + f_sorted[rep_pos[at_end]]) * 2
         code += side[at_end]
-        _add_pending(pending_at_end, code, segs, member[at_end], name_row, payload, limited, tsval)
+        pending_at_end = _pending(code, segs, member[at_end], name_row, payload, limited, tsval)
     engine_rows = np.ones(n, dtype=bool)
     engine_rows[rows[repeat]] = False
     return Plan(np.flatnonzero(engine_rows), segment, int(repeat.sum()), pending, pending_at_end)
@@ -673,55 +735,138 @@ def _tcp_meaning(flags: int) -> tuple[FlowEventType, EventReason, bool]:
     return FlowEventType.NONE, EventReason.NONE, True
 
 
-TCP_MEANING = [_tcp_meaning(flags) for flags in range(256)]
+_MEANINGS = [_tcp_meaning(flags) for flags in range(256)]
+TCP_EVENT = [meaning[0] for meaning in _MEANINGS]
+TCP_REASON = [meaning[1] for meaning in _MEANINGS]
+TCP_WAIT = [meaning[2] for meaning in _MEANINGS]
+_tuple_new = tuple.__new__
 
 
 def _tcp_infos(dec: Decoded, rows: I64, wire_lens: I64) -> list[PacketInfo | None]:
     """PacketInfo of each TCP_USUAL row among `rows` (None for the others), built from
     the decoded columns: the values packet.parse_packet gives, which the parity tests
-    hold both to."""
-    addresses: dict[tuple[int, int], bytes] = {}
+    hold both to. Built column by column and assembled by C-level map and zip (no
+    Python frame per packet)."""
+    flags = dec.flags[rows]
+    payload = dec.payload[rows]
+    flag_list = flags.tolist()
+    fields = zip(
+        itertools.repeat(IPPROTO_TCP),
+        map(_address_bytes, dec.src_hi[rows].tolist(), dec.src_lo[rows].tolist()),
+        dec.sport[rows].tolist(),
+        map(_address_bytes, dec.dst_hi[rows].tolist(), dec.dst_lo[rows].tolist()),
+        dec.dport[rows].tolist(),
+        dec.tsval[rows].tolist(),
+        ((payload > 0) | ((flags & (TCP_SYN | TCP_FIN)) != 0)).tolist(),
+        dec.tsecr[rows].tolist(),
+        ((flags & TCP_ACK) != 0).tolist(),
+        map(TCP_EVENT.__getitem__, flag_list),
+        map(TCP_REASON.__getitem__, flag_list),
+        map(TCP_WAIT.__getitem__, flag_list),
+        flag_list,
+        payload.tolist(),
+        wire_lens[rows].tolist(),
+    )
+    infos: list[PacketInfo | None] = list(map(_tuple_new, itertools.repeat(PacketInfo), fields))
+    for i in np.flatnonzero(dec.cls[rows] != TCP_USUAL).tolist():
+        infos[i] = None
+    return infos
 
-    def address(hi: int, lo: int) -> bytes:
-        found = addresses.get((hi, lo))
-        if found is None:
-            found = addresses[(hi, lo)] = hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
+
+Direction = tuple[FlowKey, FlowKey, bool]
+"""The engine's key of a direction, its flow's key, and whether it is that flow's first
+direction."""
+
+
+class _EngineView:
+    """What the planner asks the engine about the directions of one batch part, and the
+    counters of repeats given back to it.
+
+    The planner names each direction by its first row in the part, so the keys of a
+    direction are built once per part however often it is asked about, and the
+    answers of one look-up serve several questions (the engine does not change while a
+    part is planned).
+    """
+
+    def __init__(self, engine: Engine, dec: Decoded, link: int) -> None:
+        self.engine = engine
+        self.dec = dec
+        self.link = link
+        self.directions: dict[int, Direction] = {}
+        self.facts: dict[int, tuple[bool, bool]] = {}
+
+    def lookup(self, rows: list[int]) -> list[Direction]:
+        directions = self.directions
+        missing = [row for row in dict.fromkeys(rows) if row not in directions]
+        if missing:
+            flow_key = self.engine.flow_key
+            keys = self.dec.direction_keys(np.array(missing, dtype=np.int64), self.link)
+            for row, key in zip(missing, keys, strict=True):
+                directions[row] = (key, *flow_key(key))
+        return [directions[row] for row in rows]
+
+    def _facts(self, rows: I64) -> list[tuple[bool, bool]]:
+        """Engine.direction_facts of each row's direction."""
+        facts = self.facts
+        wanted = rows.tolist()
+        missing = [row for row in dict.fromkeys(wanted) if row not in facts]
+        if missing:
+            ask = self.engine.direction_facts
+            for row, (_, key, first) in zip(missing, self.lookup(missing), strict=True):
+                facts[row] = ask(key, first)
+        return [facts[row] for row in wanted]
+
+    def started(self, rows: I64) -> BOOL:
+        """For each row's direction: does the engine run it already (not closed)?"""
+        return np.array([fact[0] for fact in self._facts(rows)], dtype=bool).reshape(-1)
+
+    def quiet(self, rows: I64) -> BOOL:
+        """For each row's direction: would a packet of it that is neither timestamped
+        nor matched leave its flow entry alone?"""
+        return np.array([fact[1] for fact in self._facts(rows)], dtype=bool).reshape(-1)
+
+    def sampling(self, rows: I64, start_ids: I64, flows: int) -> list[tuple[int, int, bool] | None]:
+        engine = self.engine
+        state = engine.sampling_state
+        directions = self.lookup(rows.tolist())
+        # A direction is started only if its flow entry can be created: sure when the
+        # table has room for every flow of the part.
+        if len(engine.flows) + flows > engine.config.max_flows:
+            return [state(direction[0]) for direction in directions]
+        return [
+            state(direction[0], None if start_id < 0 else start_id)
+            for direction, start_id in zip(directions, start_ids.tolist(), strict=True)
+        ]
+
+    def outstanding(self, rows: I64, identifiers: I64) -> BOOL:
+        """Does the engine hold (reverse direction of each row's packet, identifier)?"""
+        timestamps = self.engine.timestamps
+        found = np.zeros(len(rows), dtype=bool)
+        if not timestamps:
+            return found
+        # Most identifiers are held by no entry at all: rule those out in one step.
+        held = np.sort(
+            np.fromiter((key[6] for key in timestamps), dtype=np.int64, count=len(timestamps))
+        )
+        at = np.minimum(np.searchsorted(held, identifiers), len(held) - 1)
+        ask = np.flatnonzero(held[at] == identifiers)
+        directions = self.lookup(rows[ask].tolist())
+        for i, direction, identifier in zip(
+            ask.tolist(), directions, identifiers[ask].tolist(), strict=True
+        ):
+            link, proto, saddr, sport, daddr, dport = direction[0]
+            found[i] = (link, proto, daddr, dport, saddr, sport, identifier) in timestamps
         return found
 
-    infos: list[PacketInfo | None] = []
-    append = infos.append
-    for cls, shi, slo, sport, dhi, dlo, dport, tsval, tsecr, flags, payload, wire in zip(
-        dec.cls[rows].tolist(),
-        dec.src_hi[rows].tolist(), dec.src_lo[rows].tolist(), dec.sport[rows].tolist(),
-        dec.dst_hi[rows].tolist(), dec.dst_lo[rows].tolist(), dec.dport[rows].tolist(),
-        dec.tsval[rows].tolist(), dec.tsecr[rows].tolist(), dec.flags[rows].tolist(),
-        dec.payload[rows].tolist(), wire_lens[rows].tolist(),
-        strict=True,
-    ):  # fmt: skip
-        if cls != TCP_USUAL:
-            append(None)
-            continue
-        event, reason, wait = TCP_MEANING[flags]
-        append(
-            PacketInfo(
-                IPPROTO_TCP,
-                address(shi, slo),
-                sport,
-                address(dhi, dlo),
-                dport,
-                tsval,
-                payload > 0 or bool(flags & (TCP_SYN | TCP_FIN)),
-                tsecr,
-                bool(flags & TCP_ACK),
-                event,
-                reason,
-                wait,
-                flags,
-                payload,
-                wire,
-            )
-        )
-    return infos
+    def absorb(self, entries: list[Pending]) -> None:
+        """Give the engine the counters of repeats (see Engine.absorb_repeats)."""
+        directions = self.directions
+        absorb = self.engine.absorb_repeats
+        for rep, count, total, limited_ids in entries:
+            direction = directions.get(rep)
+            if direction is None:
+                direction = self.lookup([rep])[0]
+            absorb(direction[1], direction[2], count, total, limited_ids)
 
 
 class FastReplay:
@@ -731,7 +876,6 @@ class FastReplay:
         self.engine = engine
         self.merge_interfaces = merge_interfaces
         self.clock = CleanupClock(engine.config.cleanup_interval_ns)
-        self._keys: dict[int, tuple[FlowKey, bool]] = {}
 
     def supported(self, linktype: int) -> bool:
         return linktype in LINK_HEADER and self.engine.config.track_tcp
@@ -769,72 +913,27 @@ class FastReplay:
                 yield from self._slow(linktype, link, buf, *columns, clock=False)
                 continue
             dec = whole.part(part)
+            view = _EngineView(self.engine, dec, link)
             boundary = np.zeros(end - begin + 1, dtype=np.int64)
             boundary[np.flatnonzero(dec.cls == UNKNOWN) + 1] = 1
             plan = plan_batch(
                 dec,
                 np.cumsum(boundary[:-1]),
-                outstanding=functools.partial(self._outstanding, dec, link),
+                outstanding=view.outstanding,
                 times=columns[3],
-                sampling=functools.partial(self._sampling, dec, link),
+                sampling=view.sampling,
                 rate_limit_ns=self.engine.config.rate_limit_ns,
-                started=functools.partial(self._started, dec, link),
-                quiet=functools.partial(self._quiet, dec, link),
+                started=view.started,
+                quiet=view.quiet,
             )
-            yield from self._execute(plan, dec, linktype, link, buf, *columns)
-
-    def _outstanding(self, dec: Decoded, link: int, rows: I64, identifiers: I64) -> BOOL:
-        """Does the engine hold (reverse direction of each row's packet, identifier)?"""
-        timestamps = self.engine.timestamps
-        found = np.zeros(len(rows), dtype=bool)
-        if not timestamps:
-            return found
-        # Most identifiers are held by no entry at all: rule those out in one step.
-        held = np.fromiter((key[6] for key in timestamps), dtype=np.int64, count=len(timestamps))
-        for i in np.flatnonzero(np.isin(identifiers, held)).tolist():
-            _, proto, saddr, sport, daddr, dport = dec.direction_key(int(rows[i]), link)
-            key = (link, proto, daddr, dport, saddr, sport, int(identifiers[i]))
-            found[i] = key in timestamps
-        return found
-
-    def _started(self, dec: Decoded, link: int, rows: I64) -> BOOL:
-        """For each row's direction: does the engine run it already (not closed)?"""
-        started = self.engine.direction_started
-        return np.fromiter(
-            (started(dec.direction_key(row, link)) for row in rows.tolist()),
-            dtype=bool,
-            count=len(rows),
-        )
-
-    def _quiet(self, dec: Decoded, link: int, rows: I64) -> BOOL:
-        """For each row's direction: would a packet of it leave its flow entry alone
-        (see Engine.quiet_for)?"""
-        quiet = self.engine.quiet_for
-        return np.fromiter(
-            (quiet(dec.direction_key(row, link)) for row in rows.tolist()),
-            dtype=bool,
-            count=len(rows),
-        )
-
-    def _sampling(self, dec: Decoded, link: int, rows: I64) -> list[tuple[int, int, bool] | None]:
-        state = self.engine.sampling_state
-        return [state(dec.direction_key(row, link)) for row in rows.tolist()]
-
-    def _flush(self, entries: list[Pending], dec: Decoded, link: int) -> None:
-        keys = self._keys
-        for rep, count, total, limited_ids in entries:
-            where = keys.get(rep)
-            if where is None:
-                where = self.engine.flow_key(dec.direction_key(rep, link))
-                keys[rep] = where
-            self.engine.absorb_repeats(where[0], where[1], count, total, limited_ids)
+            yield from self._execute(plan, dec, view, linktype, buf, *columns)
 
     def _execute(
         self,
         plan: Plan,
         dec: Decoded,
+        view: _EngineView,
         linktype: int,
-        link: int,
         buf: bytes,
         offsets: I64,
         caplens: I64,
@@ -843,6 +942,8 @@ class FastReplay:
     ) -> Iterator[Event]:
         engine = self.engine
         process = engine.process
+        absorb = view.absorb
+        link = view.link
         pending = plan.pending
         at_end = plan.pending_at_end
         rows = plan.engine_rows
@@ -857,16 +958,15 @@ class FastReplay:
             _tcp_infos(dec, rows, wire_lens),
             strict=True,
         )
-        self._keys = {}  # per batch: naming rows -> (flow key, first direction?)
         for row, seg, cls, now, start, caplen, wire_len, info in columns:
             if cls == UNKNOWN:
                 entries = at_end.pop(seg, None)
                 if entries:
-                    self._flush(entries, dec, link)
+                    absorb(entries)
             else:
                 entries = pending.pop(row, None)
                 if entries:
-                    self._flush(entries, dec, link)
+                    absorb(entries)
             if info is None:
                 parsed = parse_packet(linktype, buf[start : start + caplen], wire_len)
                 if isinstance(parsed, str):
@@ -877,7 +977,7 @@ class FastReplay:
             if events:
                 yield from events
         for entries in at_end.values():
-            self._flush(entries, dec, link)
+            absorb(entries)
         at_end.clear()
         assert not pending, "a repeat's counters were never added"
 

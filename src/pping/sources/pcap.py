@@ -13,7 +13,9 @@ precedes the problem has been yielded, so a capture that was cut short is analys
 to the cut. Creating a reader does no I/O: the first error comes from iterating.
 
 How it is fast: the input is read in chunks of up to 4 MiB (``read1`` where the stream
-has it, so a live pipe is not waited on until a whole chunk has arrived). A tight loop
+has it, so a live pipe is not waited on until a whole chunk has arrived); a record cut
+by the end of a chunk is read again with the next one from a regular file, instead of
+copying the next chunk to join it to the piece already read. A tight loop
 only follows the length fields from record to record and notes where each one starts;
 everything else (timestamps, lengths, the checks) is done with numpy on the whole chunk
 at once. Records are then built by C-level ``map``/``zip`` without a Python frame per
@@ -240,8 +242,15 @@ class _Prefixed:
 class _Input:
     """The buffered input: ``buf[pos:]`` is what has been read and not yet consumed."""
 
-    def __init__(self, read: Callable[[int], bytes], name: str, what: str = "read") -> None:
+    def __init__(
+        self,
+        read: Callable[[int], bytes],
+        name: str,
+        what: str = "read",
+        rewind: Callable[[int], object] | None = None,
+    ) -> None:
         self.read = read
+        self.rewind = rewind  # moves the stream back by so many bytes (regular files)
         self.name = name
         self.what = what
         self.buf = b""
@@ -264,6 +273,14 @@ class _Input:
         parts = [self.buf[self.pos :]] if have else []
         self.base += self.pos
         self.pos = 0
+        if have and self.rewind is not None:
+            # Read the unconsumed bytes again as the start of the next chunk: cheaper
+            # than copying the whole chunk to join it to them.
+            try:
+                self.rewind(have)
+                parts, have = [], 0
+            except (OSError, ValueError):
+                self.rewind = None
         while have < need:
             try:
                 data = self.read(max(CHUNK_SIZE, need - have))
@@ -283,6 +300,16 @@ class _Input:
             have += len(data)
         self.buf = b"".join(parts)
         return have >= need
+
+
+def _rewinder(stream: Any) -> Callable[[int], object] | None:
+    """How to move a regular file back by some bytes; None for other streams."""
+    try:
+        if not (stream.seekable() and stat.S_ISREG(os.fstat(stream.fileno()).st_mode)):
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return lambda size: stream.seek(-size, os.SEEK_CUR)
 
 
 def _reader_of(stream: Any) -> Callable[[int], bytes]:
@@ -434,7 +461,7 @@ class CaptureReader:
         if self._started:
             raise CaptureError(f"{self.name}: capture already read")
         self._started = True
-        inp = _Input(_reader_of(self._stream), self.name)
+        inp = _Input(_reader_of(self._stream), self.name, rewind=_rewinder(self._stream))
         if inp.ensure(2) and inp.buf.startswith(_GZIP_MAGIC):
             gz = gzip.GzipFile(fileobj=_Prefixed(inp.buf, inp.read), mode="rb")
             inp = _Input(gz.read1, self.name, "gzip")
