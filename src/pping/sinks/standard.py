@@ -24,6 +24,7 @@ from ..events import (
     RttEvent,
     Table,
 )
+from .columnar import FlowTexts, Line, RttColumns, fixed, general6, per_second, seconds_and_fraction
 from .output import TextStream
 
 NS_PER_S = 1_000_000_000
@@ -60,6 +61,11 @@ def source_name(source: EventSource) -> str:
     return SOURCE_NAMES.get(source, "unknown")
 
 
+def time_of_day(sec: int) -> str:
+    """`HH:MM:SS` (local time) of second `sec` since the epoch."""
+    return time.strftime("%H:%M:%S", time.localtime(sec))
+
+
 class ClockText:
     """Local time of day `HH:MM:SS.nnnnnnnnn` for epoch nanoseconds.
 
@@ -74,7 +80,7 @@ class ClockText:
         self.hms = ""
 
     def set_second(self, sec: int) -> None:
-        self.hms = time.strftime("%H:%M:%S", time.localtime(sec))
+        self.hms = time_of_day(sec)
         self.sec = sec
 
     def __call__(self, timestamp: int) -> str:
@@ -122,6 +128,7 @@ class TextSink:
         self._err = err
         self._clock = ClockText()
         self._flow_text: dict[Flow, str] = {}
+        self._flow_columns = FlowTexts(self._flow_text_of)
         self._closed = False
 
     def _flow_text_of(self, flow: Flow) -> str:
@@ -173,3 +180,24 @@ class StandardSink(TextSink):
             )
         elif type(event) is MapFullEvent:
             self._warn(event)
+
+    def write_rtt_batch(self, columns: RttColumns) -> None:
+        """The lines `write` prints for these RTT events, built with numpy."""
+        if not len(columns):
+            return
+        seconds, ns = seconds_and_fraction(columns.timestamp, NS_PER_S)
+        line = Line(
+            [
+                per_second(seconds, time_of_day),
+                b".",
+                fixed(ns, 9),
+                b" ",
+                *general6(columns.rtt, NS_PER_MS),
+                b" ms ",
+                *general6(columns.min_rtt, NS_PER_MS),
+                b" ms ",
+                self._flow_columns.field(columns),
+                b"\n",
+            ]
+        )
+        self._out.write(line.render(len(columns)).decode("ascii"))
