@@ -33,9 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TextIO
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "bench" / "ring_producer.bpf.c"
@@ -44,7 +47,8 @@ from pping.events import Counters, Event, RttEvent  # noqa: E402
 from pping.kernel import libbpf  # noqa: E402
 from pping.kernel.batch import EventBuilder, read_batch  # noqa: E402
 from pping.kernel.ringbuf import RingBuffer  # noqa: E402
-from pping.sinks.jsonfmt import JsonLinesSink  # noqa: E402
+from pping.sinks import ReopenableFile, make_sink  # noqa: E402
+from pping.sinks.columnar import RttColumns  # noqa: E402
 from pping.sources import kernel as live  # noqa: E402
 
 
@@ -110,14 +114,34 @@ def produce(prog_fd: int, rate: float, seconds: float, flows: int, report: int) 
     os.write(report, json.dumps(result).encode())
 
 
-class CountingSink:
-    """Counts events and checks their sequence numbers (the producer's rtt field)."""
+class CountingStream:
+    """The sink's output stream, counting the lines and bytes written through it."""
 
-    def __init__(self, inner: Any = None) -> None:
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+        self.lines = 0
+        self.chars = 0
+
+    def write(self, text: str, /) -> int:
+        self.lines += text.count("\n")
+        self.chars += len(text)
+        return self.inner.write(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+
+class CountingSink:
+    """Counts events and checks their sequence numbers (the producer's rtt field), then
+    hands them on: in columns (`write_rtt_batch`) when `columns`, else as objects."""
+
+    def __init__(self, inner: Any, columns: bool) -> None:
         self.inner = inner
         self.count = 0
         self.next = 0
         self.out_of_order = 0
+        if columns:
+            self.write_rtt_batch = self._write_rtt_batch
 
     def write(self, event: Event) -> None:
         assert type(event) is RttEvent
@@ -127,6 +151,17 @@ class CountingSink:
         self.count += 1
         if self.inner is not None:
             self.inner.write(event)
+
+    def _write_rtt_batch(self, columns: RttColumns) -> None:
+        n = len(columns)
+        if not n:
+            return
+        expected = np.arange(self.next, self.next + n, dtype=np.uint64)
+        self.out_of_order += int((columns.rtt != expected).sum())
+        self.next = int(columns.rtt[-1]) + 1
+        self.count += n
+        if self.inner is not None:
+            self.inner.write_rtt_batch(columns)
 
     def write_counters(self, counters: Counters, final: bool) -> None:
         pass
@@ -140,27 +175,43 @@ def monitor_for(ring: RingBuffer) -> live.LiveMonitor:
     """A LiveMonitor with only what `_drain` uses: the real drain, no interfaces."""
     monitor = live.LiveMonitor.__new__(live.LiveMonitor)
     monitor.program = SimpleNamespace(ring=ring)  # type: ignore[assignment]
-    monitor.time_base = 0
+    monitor.time_base = live.clock_offset()
     monitor._map_full_last = {}
     monitor._events = EventBuilder()
     return monitor
 
 
+@dataclass
+class Case:
+    """One row: a format (or `arrays`: the decoder alone, `null`: objects dropped),
+    where its text goes (`file`, `devnull`), and through which path (`columns` or
+    `objects`)."""
+
+    fmt: str
+    destination: str
+    path: str
+    rate: float
+
+
 def measure(
-    obj_path: Path, ring_bytes: int, sink_name: str, rate: float, seconds: float,
-    batch_s: float, flows: int, tmp: Path,
+    obj_path: Path, ring_bytes: int, case: Case, seconds: float, batch_s: float,
+    flows: int, tmp: Path,
 ) -> dict[str, Any]:  # fmt: skip
     obj = libbpf.BpfObject(obj_path)
     obj.map("events").set_max_entries(ring_bytes)
     obj.load()
     ring_fd = obj.map("events").fd
     ring = RingBuffer(ring_fd, ring_bytes)
+    out_path = tmp / "events.out" if case.destination == "file" else Path(os.devnull)
     out_file = None
+    stream = None
     inner = None
-    if sink_name == "jsonl":
-        out_file = open(tmp / "events.jsonl", "w")  # noqa: SIM115
-        inner = JsonLinesSink(out_file, sys.stderr)
-    sink = CountingSink(inner)
+    if case.fmt not in ("arrays", "null"):
+        out_path.unlink(missing_ok=True)
+        out_file = ReopenableFile(out_path, exclusive=False)
+        stream = CountingStream(out_file)  # type: ignore[arg-type]
+        inner = make_sink(case.fmt, stream, sys.stderr)
+    sink = CountingSink(inner, columns=case.path == "columns")
     monitor = monitor_for(ring)
     report_read, report_write = os.pipe()
     poller = select.epoll()
@@ -171,7 +222,7 @@ def measure(
     if pid == 0:  # the producer
         try:
             os.close(report_read)
-            produce(obj.program("emit_rtt").fd, rate, seconds, flows, report_write)
+            produce(obj.program("emit_rtt").fd, case.rate, seconds, flows, report_write)
         finally:
             os._exit(0)
     os.close(report_write)
@@ -181,7 +232,7 @@ def measure(
     def drain() -> int:
         nonlocal arrays, drains
         drains += 1
-        if sink_name == "arrays":
+        if case.fmt == "arrays":
             n = len(read_batch(ring))
             arrays += n
             return n
@@ -198,63 +249,111 @@ def measure(
     produced = json.loads(os.read(report_read, 4096))
     os.close(report_read)
     drain()
-    wall = time.perf_counter() - wall0
-    cpu = cpu_seconds() - cpu0
-    if inner is not None:
-        inner.close()
+    sink.close()
     if out_file is not None:
         out_file.close()
-    consumed = arrays if sink_name == "arrays" else sink.count
+    wall = time.perf_counter() - wall0
+    cpu = cpu_seconds() - cpu0
+    consumed = arrays if case.fmt == "arrays" else sink.count
+    written = stream.lines if stream is not None else 0
+    if case.fmt == "json":
+        written -= 1  # the closing bracket's line
+    in_file = None
+    if case.destination == "file" and out_file is not None:
+        with open(out_path, "rb") as text:
+            in_file = sum(chunk.count(b"\n") for chunk in iter(lambda: text.read(1 << 20), b""))
+        in_file -= case.fmt == "json"
+        os.replace(out_path, tmp / "last.out")
     poller.close()
     ring.close()
     obj.close()
     emitted, failed = produced["emitted"], produced["failed"]
+    elapsed = produced["elapsed"]
     return {
-        "sink": sink_name,
-        "target_per_s": rate,
-        "produced_per_s": round((emitted + failed) / produced["elapsed"]),
-        "emitted": emitted,
+        "format": case.fmt,
+        "destination": case.destination,
+        "path": case.path,
+        "target_per_s": case.rate,
+        "produced_per_s": round((emitted + failed) / elapsed),
+        "consumed_per_s": round(consumed / elapsed),
+        "written_per_s": round(written / elapsed),
         "dropped_ring_full": failed,
+        "emitted": emitted,
         "consumed": consumed,
+        "written": written,
+        "lines_in_file": in_file,
         "missing": emitted - consumed,
         "out_of_order": sink.out_of_order,
-        "consumed_per_s": round(consumed / produced["elapsed"]),
+        "mb_written_per_s": round(stream.chars / elapsed / 1e6, 1) if stream else 0,
         "consumer_cpu_pct": round(100 * cpu / wall, 1),
         "consumer_cpu_us_per_event": round(1e6 * cpu / consumed, 3) if consumed else None,
-        "producer_cpu_pct": round(100 * produced["cpu"] / produced["elapsed"], 1),
+        "producer_cpu_pct": round(100 * produced["cpu"] / elapsed, 1),
         "drains": drains,
     }
 
 
+def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the fewest drops and missing events, then the most written."""
+    return min(runs, key=lambda r: (r["dropped_ring_full"] + r["missing"], -r["written_per_s"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="0.5,1,2,4", help="millions of events/s")
+    parser.add_argument("--rates", default="1", help="millions of events/s")
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--sinks", default="null,jsonl,arrays")
+    parser.add_argument(
+        "--formats", default="standard,jsonl,json,ppviz,machine", help="and arrays, null"
+    )
+    parser.add_argument("--destinations", default="file,devnull")
+    parser.add_argument("--paths", default="columns", help="columns, objects")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case (best of)")
     parser.add_argument("--batch-ms", type=float, default=live.BATCH_NS / 1e6)
     parser.add_argument("--ring-bytes", type=int, default=live.LIVE_RINGBUF_BYTES)
     parser.add_argument("--flows", type=int, default=1000)
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (BPF_PROG_TEST_RUN)")
-    results = []
-    with tempfile.TemporaryDirectory() as tmp_dir:
+    cases = []
+    for fmt in options.formats.split(","):
+        for destination in options.destinations.split(","):
+            for path in options.paths.split(","):
+                if fmt in ("arrays", "null") and (destination, path) != ("devnull", "objects"):
+                    continue
+                for rate in options.rates.split(","):
+                    cases.append(Case(fmt, destination, path, float(rate) * 1e6))
+    rows = []
+    with tempfile.TemporaryDirectory(dir=ROOT / "build") as tmp_dir:
         tmp = Path(tmp_dir)
         obj_path = build(tmp)
-        for sink_name in options.sinks.split(","):
-            for rate in options.rates.split(","):
-                result = measure(
-                    obj_path, options.ring_bytes, sink_name, float(rate) * 1e6,
-                    options.seconds, options.batch_ms / 1e3, options.flows, tmp,
-                )  # fmt: skip
-                print(json.dumps(result), file=sys.stderr)
-                results.append(result)
+        for case in cases:
+            runs = []
+            for _ in range(options.repeat):
+                runs.append(
+                    measure(
+                        obj_path,
+                        options.ring_bytes,
+                        case,
+                        options.seconds,
+                        options.batch_ms / 1e3,
+                        options.flows,
+                        tmp,
+                    )
+                )
+                print(json.dumps(runs[-1]), file=sys.stderr)
+            row = best_of(runs)
+            row["runs"] = [
+                {k: r[k] for k in ("written_per_s", "dropped_ring_full", "missing")} for r in runs
+            ]
+            rows.append(row)
     print(json.dumps({
         "ring_bytes": options.ring_bytes,
         "batch_ms": options.batch_ms,
         "seconds": options.seconds,
+        "repeat": options.repeat,
+        "flows": options.flows,
         "cpus": os.cpu_count(),
-        "results": results,
+        "output_dir": str(ROOT / "build"),
+        "results": rows,
     }, indent=1))  # fmt: skip
 
 

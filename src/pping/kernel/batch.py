@@ -14,9 +14,11 @@ in three steps:
    from abi.py's ctypes layouts), copied out, and split by `event_type` into
    segments of one event type each, in ring order. After the copy the ring space is
    released, so the producer can reuse it while the events are converted.
-3. **Convert**, only at the end: `EventBatch.events()` builds `pping.events` objects
-   (flows cached by their 44-byte key), or a consumer takes the arrays directly
-   (`EventBatch.segments`, `EventBatch.array`).
+3. **Convert**, only at the end: `EventBuilder.events()` builds `pping.events` objects
+   (flows cached by their 44-byte key); `EventBuilder.rtt_columns()` turns an RTT
+   segment into `RttColumns` (wall-clock times, flows as ids into a table kept from
+   batch to batch) for the sinks' `write_rtt_batch`; or a consumer takes the arrays
+   directly (`EventBatch.segments`, `EventBatch.array`).
 
 The ring's data pages are mapped twice in a row (see ringbuf.py), so a region that
 wraps around the end of the ring is contiguous and needs no special case.
@@ -47,6 +49,7 @@ from ..events import (
     RttEvent,
     Table,
 )
+from ..sinks.columnar import RttColumns
 from . import abi
 from .ringbuf import RingBuffer
 
@@ -243,11 +246,78 @@ def _slot_setters(cls: type) -> list[Any]:
     return [cls.__dict__[name].__set__ for name in cls.__slots__]  # type: ignore[attr-defined]
 
 
+U64_MAX = (1 << 64) - 1
+
+
+class FlowTable:
+    """Small integer ids for flow keys, stable from batch to batch; `flows[id]` is the
+    flow. When more than FLOW_CACHE_LIMIT keys were seen, numbering starts over in a
+    new `flows` list (so holders of the old list know their ids are void)."""
+
+    def __init__(self) -> None:
+        self.flows: list[Flow] = []
+        self._ids: dict[bytes, int] = {}
+
+    def ids(self, array: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
+        """The id of each event's flow (`array` of a DTYPES type)."""
+        keys: list[bytes] = array["key"].tolist()
+        table = self._ids
+        ids = [table.get(key) for key in keys]
+        if None in ids:
+            if len(table) + len(keys) > FLOW_CACHE_LIMIT:
+                self.flows = []
+                table = self._ids = {}
+            self._add(array, keys, ids)
+        return np.array(ids, dtype=np.intp)
+
+    def _add(self, array: npt.NDArray[Any], keys: list[bytes], ids: list[int | None]) -> None:
+        table = self._ids
+        flows = self.flows
+        proto = array["proto"].tolist()
+        saddr = array["saddr"].tolist()
+        sport = array["sport"].tolist()
+        daddr = array["daddr"].tolist()
+        dport = array["dport"].tolist()
+        for i, key in enumerate(keys):
+            found = table.get(key)
+            if found is None:
+                found = table[key] = len(flows)
+                flows.append(Flow(proto[i], saddr[i], sport[i], daddr[i], dport[i]))
+            ids[i] = found
+
+
 class EventBuilder:
-    """Turns decoded batches into `pping.events` objects; keeps a cache of flows."""
+    """Turns decoded batches into `pping.events` objects (keeps a cache of flows), or
+    RTT segments into columns (keeps a table of flow ids)."""
 
     def __init__(self) -> None:
         self._flows: dict[bytes, Flow] = {}
+        self._flow_table = FlowTable()
+
+    def rtt_columns(self, array: npt.NDArray[Any], time_base: int) -> RttColumns | None:
+        """An RTT segment as columns, times made wall clock by adding `time_base`; None
+        when a time would leave 0..2**64-1 (then only objects hold it exactly)."""
+        kernel_time = array["timestamp"]
+        if len(array) and not int(kernel_time.min()) + time_base >= 0:
+            return None
+        if len(array) and int(kernel_time.max()) + time_base > U64_MAX:
+            return None
+        if time_base >= 0:
+            timestamp = kernel_time + np.uint64(time_base)
+        else:
+            timestamp = kernel_time - np.uint64(-time_base)
+        return RttColumns(
+            timestamp=timestamp,
+            flow_ids=self._flow_table.ids(array),
+            flows=self._flow_table.flows,
+            rtt=array["rtt"],
+            min_rtt=array["min_rtt"],
+            sent_packets=array["sent_pkts"],
+            sent_bytes=array["sent_bytes"],
+            rec_packets=array["rec_pkts"],
+            rec_bytes=array["rec_bytes"],
+            match_on_egress=array["match_on_egress"] != 0,
+        )
 
     def _flows_of(self, array: npt.NDArray[Any]) -> list[Flow]:
         cache = self._flows

@@ -31,13 +31,6 @@ from ..events import Flow, RttEvent
 U64 = npt.NDArray[np.uint64]
 Bytes2D = npt.NDArray[np.uint8]
 
-# b"0000" .. b"9999" as little-endian uint32 words: four digits per gather.
-_QUADS: npt.NDArray[np.uint32] = np.frombuffer(
-    b"".join(b"%04d" % i for i in range(10_000)), dtype="<u4"
-).copy()
-_POW10: U64 = np.array([10**k for k in range(20)], dtype=np.uint64)
-MAX_DIGITS = 20  # 2**64 - 1 has 20 digits
-
 
 @dataclass
 class RttColumns:
@@ -105,6 +98,31 @@ class RttColumns:
 
 
 # -- numbers -------------------------------------------------------------------------
+#
+# Every field is a byte matrix, one row per event, where NUL bytes are padding: a row's
+# text is its non-NUL bytes (no format prints a NUL), wherever the padding lies. A line
+# is then the fields side by side with the NULs squeezed out, so no field needs its
+# own lengths or alignment.
+
+
+def _words(texts: Sequence[bytes]) -> npt.NDArray[np.uint32]:
+    """Texts of up to four bytes as little-endian uint32 words, NUL-padded."""
+    return np.frombuffer(b"".join(t.ljust(4, b"\0") for t in texts), dtype="<u4").copy()
+
+
+# Four digits: "0000".."9999", and the same without leading zeros ("\0\0\00".."9999").
+_QUADS = _words([b"%04d" % i for i in range(10_000)])
+_LEADING = _words([(b"%d" % i).rjust(4, b"\0") for i in range(10_000)])
+# Fractions of six digits as two groups of three: ".ddd" and "ddd", with or without the
+# trailing zeros ("%g" drops them; nothing is left of a zero fraction).
+_POINT_FULL = _words([b".%03d" % i for i in range(1000)])
+_POINT_TRIMMED = _words([(b".%03d" % i).rstrip(b"0") if i else b"" for i in range(1000)])
+_THREE_FULL = _words([b"%03d" % i for i in range(1000)])
+_THREE_TRIMMED = _words([(b"%03d" % i).rstrip(b"0") for i in range(1000)])
+
+_POW10: U64 = np.array([10**k for k in range(20)], dtype=np.uint64)
+_TEN_THOUSAND = np.uint64(10_000)
+_THOUSAND = np.uint64(1000)
 
 
 def digit_count(values: U64) -> npt.NDArray[np.intp]:
@@ -113,85 +131,53 @@ def digit_count(values: U64) -> npt.NDArray[np.intp]:
     return counts
 
 
+def _text(words: npt.NDArray[np.uint32]) -> Bytes2D:
+    text: Bytes2D = words.view(np.uint8)
+    return text
+
+
 def digits(values: U64, width: int) -> Bytes2D:
-    """The values as ASCII digits, right-aligned and zero-padded to `width` columns
-    (the highest digits are dropped if a value has more)."""
+    """The values as ASCII digits, zero-padded to `width` columns (`%0<width>d`; the
+    highest digits are dropped if a value has more)."""
     groups = -(-width // 4)
     words = np.empty((len(values), groups), dtype="<u4")
     rest = values
     for group in range(groups - 1, -1, -1):
-        high = rest // np.uint64(10_000)
-        words[:, group] = _QUADS[(rest - high * np.uint64(10_000)).astype(np.intp)]
+        high = rest // _TEN_THOUSAND
+        words[:, group] = _QUADS[(rest - high * _TEN_THOUSAND).astype(np.intp)]
         rest = high
-    text: Bytes2D = words.view(np.uint8)
-    return text[:, groups * 4 - width :]
+    return _text(words)[:, groups * 4 - width :]
 
 
-@dataclass
-class Field:
-    """A column of text: `text` rows of equal width; `lengths` (None: all full) says how
-    many bytes of each row count, at the right end (`right`) or at the left."""
-
-    text: Bytes2D
-    lengths: npt.NDArray[np.intp] | None = None
-    right: bool = True
-
-    @property
-    def width(self) -> int:
-        return int(self.text.shape[1])
-
-    def put(self, rows: Sequence[int], texts: Sequence[bytes]) -> Field:
-        """This field with `rows` replaced by `texts` (widened if they need it)."""
-        if not rows:
-            return self
-        n = len(self.text)
-        lengths = self.lengths if self.lengths is not None else np.full(n, self.width, np.intp)
-        width = max(self.width, max(len(t) for t in texts))
-        text = np.zeros((n, width), dtype=np.uint8)
-        if self.right:
-            text[:, width - self.width :] = self.text
-        else:
-            text[:, : self.width] = self.text
-        lengths = lengths.copy()
-        for row, value in zip(rows, texts, strict=True):
-            raw = np.frombuffer(value, dtype=np.uint8)
-            if self.right:
-                text[row, width - len(raw) :] = raw
-            else:
-                text[row, : len(raw)] = raw
-            lengths[row] = len(raw)
-        return Field(text, lengths, self.right)
+def integers(values: U64) -> Bytes2D:
+    """`%d` of each value (leading zeros as padding)."""
+    width = int(digit_count(values).max()) if len(values) else 1
+    groups = -(-width // 4)
+    words = np.empty((len(values), groups), dtype="<u4")
+    rest = values
+    for group in range(groups - 1, -1, -1):
+        high = rest // _TEN_THOUSAND
+        low = (rest - high * _TEN_THOUSAND).astype(np.intp)
+        # Digits above the top one are padding; the last group always shows one digit.
+        leading = _LEADING[low]
+        if group < groups - 1:
+            leading = np.where(rest > 0, leading, np.uint32(0))
+        words[:, group] = np.where(high > 0, _QUADS[low], leading)
+        rest = high
+    return _text(words)[:, groups * 4 - width :]
 
 
-def integers(values: U64) -> Field:
-    """`%d` of each value."""
-    if len(values) == 0:
-        return Field(np.zeros((0, 1), dtype=np.uint8))
-    counts = digit_count(values)
-    width = int(counts.max())
-    if int(counts.min()) == width:
-        return Field(digits(values, width))
-    return Field(digits(values, width), counts)
-
-
-def fixed(values: U64, width: int) -> Field:
-    """`%0<width>d` of values known to have at most `width` digits."""
-    return Field(digits(values, width))
-
-
-def table_field(index: npt.NDArray[np.intp], words: Sequence[bytes]) -> Field:
+def table_field(index: npt.NDArray[np.intp], words: Sequence[bytes]) -> Bytes2D:
     """`words[i]` for each i of `index`."""
     width = max(1, *(len(w) for w in words))
     table = np.zeros((len(words), width), dtype=np.uint8)
     for row, word in enumerate(words):
         table[row, : len(word)] = np.frombuffer(word, dtype=np.uint8)
-    if all(len(w) == width for w in words):
-        return Field(table[index])
-    lengths = np.array([len(w) for w in words], dtype=np.intp)[index]
-    return Field(table[index], lengths, right=False)
+    field: Bytes2D = table[index]
+    return field
 
 
-def choice(flags: npt.NDArray[np.bool_], if_true: bytes, if_false: bytes) -> Field:
+def choice(flags: npt.NDArray[np.bool_], if_true: bytes, if_false: bytes) -> Bytes2D:
     """One of two words per row."""
     return table_field(flags.astype(np.intp), (if_false, if_true))
 
@@ -200,14 +186,14 @@ def choice(flags: npt.NDArray[np.bool_], if_true: bytes, if_false: bytes) -> Fie
 _SECONDS_RANGE = 4096
 
 
-def per_second(seconds: U64, text_of: Callable[[int], str]) -> Field:
+def per_second(seconds: U64, text_of: Callable[[int], str]) -> Bytes2D:
     """`text_of(s)` for each second s (made once per distinct second)."""
     if len(seconds) == 0:
-        return Field(np.zeros((0, 1), dtype=np.uint8))
+        return np.zeros((0, 1), dtype=np.uint8)
     first = int(seconds.min())
     if int(seconds.max()) - first < _SECONDS_RANGE:
         index = (seconds - np.uint64(first)).astype(np.intp)
-        distinct = range(first, first + int(index.max()) + 1)
+        distinct: Sequence[int] = range(first, first + int(index.max()) + 1)
     else:
         unique, inverse = np.unique(seconds, return_inverse=True)
         index = inverse.astype(np.intp).reshape(-1)
@@ -221,18 +207,46 @@ def seconds_and_fraction(values: U64, unit: int) -> tuple[U64, U64]:
     return whole, values - whole * np.uint64(unit)
 
 
-# printf's %g of a double computed as value / unit: exact with integers for values whose
-# rounding to six digits is no decimal tie, which the double rounds the same way (its
-# error, below 2**-53 relative, is smaller than the distance to the tie for values
-# below 2**52). Other values, and those printed with an exponent, go through Python.
-_G_EXACT_LIMIT = 1 << 52
+def put(field: Bytes2D, rows: Sequence[int], texts: Sequence[bytes]) -> Bytes2D:
+    """`field` with `rows` replaced by `texts` (widened if they need it)."""
+    if not rows:
+        return field
+    width = max(field.shape[1], *(len(t) for t in texts))
+    wider = np.zeros((len(field), width), dtype=np.uint8)
+    wider[:, width - field.shape[1] :] = field
+    for row, text in zip(rows, texts, strict=True):
+        wider[row] = 0
+        wider[row, width - len(text) :] = np.frombuffer(text, dtype=np.uint8)
+    return wider
 
 
-def general6(values: U64, unit: int) -> list[Field]:
-    """printf `%.6g` of `value / unit` (unit a power of ten, >= 10**4) for each value,
-    as two fields: the integer part, then the point and the fraction."""
-    scale = len(str(unit)) - 1
-    n = len(values)
+def _six_decimals(fraction: U64, trimmed: bool) -> Bytes2D:
+    """ "." and six digits of fractions below 10**6; `trimmed`: without trailing zeros
+    (nothing for 0)."""
+    high = fraction // _THOUSAND
+    low = (fraction - high * _THOUSAND).astype(np.intp)
+    high_index = high.astype(np.intp)
+    words = np.empty((len(fraction), 2), dtype="<u4")
+    if trimmed:
+        words[:, 0] = np.where(low == 0, _POINT_TRIMMED[high_index], _POINT_FULL[high_index])
+        words[:, 1] = _THREE_TRIMMED[low]
+    else:
+        words[:, 0] = _POINT_FULL[high_index]
+        words[:, 1] = _THREE_FULL[low]
+    return _text(words)
+
+
+# printf's %g/%f of a double computed as value / unit: exact with integers for values
+# whose rounding is no decimal tie, which the double rounds the same way (its error,
+# below 2**-53 relative, is smaller than the distance to the tie for values below
+# 2**52). Ties, larger values, and %g's exponent forms go through Python.
+_EXACT_LIMIT = np.uint64(1 << 52)
+
+
+def general6(values: U64, unit: int) -> list[Bytes2D]:
+    """printf `%.6g` of `value / unit` for each value (unit 10**6: ns as ms), as two
+    fields: the integer part, then the point and the fraction."""
+    assert unit == 10**6, "the fraction is six digits"
     count = digit_count(values)
     dropped = np.maximum(count - 6, 0)
     step = _POW10[dropped]
@@ -242,54 +256,40 @@ def general6(values: U64, unit: int) -> list[Field]:
     tie = (dropped > 0) & (remainder == half)
     rounded = (kept + (remainder > half)) * step
     # Fixed notation needs an exponent X with -4 <= X < 6 (value in [1e-4, 1e6)).
-    low = np.uint64(unit // 10_000)
-    high = np.uint64(unit * 1_000_000)
-    python = tie | (values >= np.uint64(_G_EXACT_LIMIT)) | (rounded < low) | (rounded >= high)
+    exponent_form = (rounded < np.uint64(unit // 10_000)) | (rounded >= np.uint64(unit * 10**6))
+    python = np.flatnonzero(tie | exponent_form | (values >= _EXACT_LIMIT)).tolist()
     whole, fraction = seconds_and_fraction(rounded, unit)
-    whole_field = integers(whole)
-    # The fraction with its trailing zeros removed, and no point when it is zero.
-    zeros = np.zeros(n, dtype=np.intp)
-    for k in range(1, scale):
-        zeros += (fraction % np.uint64(10**k)) == 0
-    fraction_text = np.empty((n, scale + 1), dtype=np.uint8)
-    fraction_text[:, 0] = ord(".")
-    fraction_text[:, 1:] = digits(fraction, scale)
-    fraction_length = np.where(fraction == 0, 0, scale + 1 - zeros)
-    special = np.flatnonzero(python).tolist()
-    if special:
-        texts = [b"%.6g" % (int(v) / unit) for v in values[special].tolist()]
-        whole_field = whole_field.put(special, texts)
-        fraction_length[special] = 0
-    return [whole_field, Field(fraction_text, fraction_length, right=False)]
+    whole_text = integers(whole)
+    fraction_text = _six_decimals(fraction, trimmed=True)
+    if python:
+        texts = [b"%.6g" % (int(v) / unit) for v in values[python].tolist()]
+        whole_text = put(whole_text, python, texts)
+        fraction_text[python] = 0
+    return [whole_text, fraction_text]
 
 
-def fixed6(values: U64, unit: int) -> list[Field]:
-    """printf `%.6f` of `value / unit` (unit a power of ten, >= 10**6) for each value:
-    half-way cases of the decimal rounding, and values whose double is inexact, go
-    through Python (the double decides which way they round)."""
-    step = unit // 1_000_000
+def fixed6(values: U64, unit: int) -> list[Bytes2D]:
+    """printf `%.6f` of `value / unit` for each value (unit 10**9: ns as s), as two
+    fields: the integer part, then the point and six digits."""
+    assert unit == 10**9, "rounding to microseconds"
+    step = unit // 10**6
     whole, fraction = seconds_and_fraction(values, unit)
     micro, below = seconds_and_fraction(fraction, step)
-    up = below > np.uint64(step // 2)
-    micro = micro + up
-    carry = micro == np.uint64(1_000_000)
+    micro = micro + (below > np.uint64(step // 2))
+    carry = micro == np.uint64(10**6)
     whole = whole + carry
     micro = np.where(carry, np.uint64(0), micro)
-    text = np.empty((len(values), 7), dtype=np.uint8)
-    text[:, 0] = ord(".")
-    text[:, 1:] = digits(micro, 6)
-    python = (below == np.uint64(step // 2)) | (values >= np.uint64(_G_EXACT_LIMIT))
-    whole_field = integers(whole)
-    special = np.flatnonzero(python).tolist()
-    if not special:
-        return [whole_field, Field(text)]
-    lengths = np.full(len(values), 7, dtype=np.intp)
-    lengths[special] = 0
-    texts = [b"%.6f" % (int(v) / unit) for v in values[special].tolist()]
-    return [whole_field.put(special, texts), Field(text, lengths, right=False)]
+    python = np.flatnonzero((below == np.uint64(step // 2)) | (values >= _EXACT_LIMIT)).tolist()
+    whole_text = integers(whole)
+    fraction_text = _six_decimals(micro, trimmed=False)
+    if python:
+        texts = [b"%.6f" % (int(v) / unit) for v in values[python].tolist()]
+        whole_text = put(whole_text, python, texts)
+        fraction_text[python] = 0
+    return [whole_text, fraction_text]
 
 
-# -- flows ---------------------------------------------------------------------------
+# -- flows -------------------------------------------------------------------------
 
 
 class FlowTexts:
@@ -301,7 +301,7 @@ class FlowTexts:
         self._rows: Bytes2D = np.zeros((0, 1), dtype=np.uint8)
         self._lengths: npt.NDArray[np.intp] = np.zeros(0, dtype=np.intp)
 
-    def field(self, columns: RttColumns) -> Field:
+    def field(self, columns: RttColumns) -> Bytes2D:
         if self._source is not columns.flows:
             self._source = columns.flows
             self._rows = np.zeros((0, 1), dtype=np.uint8)
@@ -309,9 +309,10 @@ class FlowTexts:
         known = len(self._lengths)
         if len(columns.flows) > known:
             self._grow(columns.flows[known:])
-        lengths = self._lengths[columns.flow_ids]
-        width = int(lengths.max()) if len(lengths) else 1
-        return Field(self._rows[:, :width][columns.flow_ids], lengths, right=False)
+        ids = columns.flow_ids
+        width = int(self._lengths[ids].max()) if len(ids) else 1
+        field: Bytes2D = self._rows[:, :width][ids]
+        return field
 
     def _grow(self, flows: Sequence[Flow]) -> None:
         texts = [self._text_of(flow).encode("ascii") for flow in flows]
@@ -328,38 +329,44 @@ class FlowTexts:
 
 # -- lines ---------------------------------------------------------------------------
 
+# Line layouts seen, with a matrix whose literal columns are filled: a batch only
+# copies its fields in. A sink uses one layout or a few (numbers' widths vary).
+_TEMPLATES: dict[tuple[bytes | int, ...], Bytes2D] = {}
+_TEMPLATES_LIMIT = 256
 
-class Line:
-    """Literal text and fields, concatenated row by row."""
 
-    def __init__(self, parts: Sequence[bytes | Field]) -> None:
-        self.parts = parts
-
-    def matrix(self, n: int) -> tuple[Bytes2D, npt.NDArray[np.bool_]]:
-        """Every row padded to one width, and the mask of the bytes that count."""
-        width = sum(len(p) if isinstance(p, bytes) else p.width for p in self.parts)
-        text = np.empty((n, width), dtype=np.uint8)
-        mask = np.ones((n, width), dtype=np.bool_)
+def _template(layout: tuple[bytes | int, ...], rows: int) -> Bytes2D:
+    template = _TEMPLATES.get(layout)
+    if template is None or len(template) < rows:
+        if len(_TEMPLATES) >= _TEMPLATES_LIMIT:
+            _TEMPLATES.clear()
+        width = sum(len(p) if isinstance(p, bytes) else p for p in layout)
+        template = np.empty((max(rows, 1024), width), dtype=np.uint8)
         column = 0
-        for part in self.parts:
+        for part in layout:
             if isinstance(part, bytes):
-                text[:, column : column + len(part)] = np.frombuffer(part, dtype=np.uint8)
+                template[:, column : column + len(part)] = np.frombuffer(part, dtype=np.uint8)
                 column += len(part)
-                continue
-            w = part.width
-            text[:, column : column + w] = part.text
-            if part.lengths is not None:
-                positions = np.arange(w)
-                if part.right:
-                    mask[:, column : column + w] = positions >= (w - part.lengths)[:, None]
-                else:
-                    mask[:, column : column + w] = positions < part.lengths[:, None]
-            column += w
-        return text, mask
+            else:
+                column += part
+        _TEMPLATES[layout] = template
+    return template[:rows]
 
-    def render(self, n: int) -> bytes:
-        """The n lines, concatenated."""
-        text, mask = self.matrix(n)
-        if mask.all():
-            return text.tobytes()
-        return text[mask].tobytes()
+
+def render(parts: Sequence[bytes | Bytes2D]) -> bytes:
+    """Each row's fields and literal texts concatenated, NUL padding left out; all rows
+    one after the other."""
+    fields = [p for p in parts if not isinstance(p, bytes)]
+    rows = len(fields[0])
+    layout = tuple(p if isinstance(p, bytes) else int(p.shape[1]) for p in parts)
+    text = _template(layout, rows)
+    column = 0
+    for part in parts:
+        if isinstance(part, bytes):
+            column += len(part)
+        else:
+            width = part.shape[1]
+            text[:, column : column + width] = part
+            column += width
+    kept: bytes = text[text != 0].tobytes()
+    return kept

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 
 from ..events import Counters, Event, Flow, FlowEvent, MapFullEvent, RttEvent, Table
-from .columnar import FlowTexts, Line, RttColumns, choice, integers
+from .columnar import FlowTexts, RttColumns, choice, integers, render
 from .output import ReopenableFile, TextStream
 from .standard import (
     FLOW_CACHE_LIMIT,
@@ -112,7 +112,7 @@ class JsonLinesSink:
     def encode_rtt_batch(self, columns: RttColumns, separator: bytes = b"") -> bytes:
         """The records of these RTT events, each after `separator` and before a newline
         (what `encode` gives, built with numpy)."""
-        line = Line(
+        text = render(
             [
                 separator + b'{"timestamp":',
                 integers(columns.timestamp),
@@ -135,7 +135,7 @@ class JsonLinesSink:
                 b"}\n",
             ]
         )
-        return line.render(len(columns))
+        return text
 
     def write_rtt_batch(self, columns: RttColumns) -> None:
         """What `write` prints for each of these RTT events."""

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..events import Event, Flow, FlowEvent, FlowEventType, MapFullEvent, RttEvent
-from .columnar import U64, Line, RttColumns, fixed, fixed6, integers, seconds_and_fraction
+from .columnar import U64, RttColumns, digits, fixed6, integers, render, seconds_and_fraction
 from .output import TextStream
 from .standard import FLOW_CACHE_LIMIT, NS_PER_S, TextSink
 
@@ -101,11 +101,11 @@ class MachineSink(TextSink):
         group, entries = flows
         d_bytes, p_bytes = self._byte_columns(group, entries, columns)
         seconds, ns = seconds_and_fraction(columns.timestamp, NS_PER_S)
-        line = Line(
+        text = render(
             [
                 integers(seconds),
                 b".",
-                fixed(ns // np.uint64(NS_PER_US), 6),
+                digits(ns // np.uint64(NS_PER_US), 6),
                 b" ",
                 *fixed6(columns.rtt, NS_PER_S),
                 b" ",
@@ -121,7 +121,7 @@ class MachineSink(TextSink):
                 b"\n",
             ]
         )
-        self._out.write(line.render(n).decode("ascii"))
+        self._out.write(text.decode("ascii"))
 
     def _batch_flows(
         self, columns: RttColumns

@@ -11,7 +11,7 @@ warnings and the counters summary go to the error stream.
 from __future__ import annotations
 
 from ..events import Event, MapFullEvent, RttEvent
-from .columnar import Field, Line, RttColumns, fixed, integers, seconds_and_fraction
+from .columnar import Bytes2D, RttColumns, digits, integers, render, seconds_and_fraction
 from .standard import NS_PER_S, TextSink
 
 # Seconds with nine decimals, from integer nanoseconds: exact, never an exponent.
@@ -43,9 +43,9 @@ class PpvizSink(TextSink):
         """The lines `write` prints for these RTT events, built with numpy."""
         if not len(columns):
             return
-        parts: list[bytes | Field] = []
+        parts: list[bytes | Bytes2D] = []
         for values in (columns.timestamp, columns.rtt, columns.min_rtt):
             whole, ns = seconds_and_fraction(values, NS_PER_S)
-            parts += [integers(whole), b".", fixed(ns, 9), b" "]
+            parts += [integers(whole), b".", digits(ns, 9), b" "]
         parts += [self._flow_columns.field(columns), b"\n"]
-        self._out.write(Line(parts).render(len(columns)).decode("ascii"))
+        self._out.write(render(parts).decode("ascii"))

@@ -24,7 +24,15 @@ from ..events import (
     RttEvent,
     Table,
 )
-from .columnar import FlowTexts, Line, RttColumns, fixed, general6, per_second, seconds_and_fraction
+from .columnar import (
+    FlowTexts,
+    RttColumns,
+    digits,
+    general6,
+    per_second,
+    render,
+    seconds_and_fraction,
+)
 from .output import TextStream
 
 NS_PER_S = 1_000_000_000
@@ -186,11 +194,11 @@ class StandardSink(TextSink):
         if not len(columns):
             return
         seconds, ns = seconds_and_fraction(columns.timestamp, NS_PER_S)
-        line = Line(
+        text = render(
             [
                 per_second(seconds, time_of_day),
                 b".",
-                fixed(ns, 9),
+                digits(ns, 9),
                 b" ",
                 *general6(columns.rtt, NS_PER_MS),
                 b" ms ",
@@ -200,4 +208,4 @@ class StandardSink(TextSink):
                 b"\n",
             ]
         )
-        self._out.write(line.render(len(columns)).decode("ascii"))
+        self._out.write(text.decode("ascii"))

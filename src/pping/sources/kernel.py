@@ -64,7 +64,7 @@ from ..events import (
 )
 from ..kernel import abi, libbpf
 from ..kernel.attach import Attachment, attach, attach_mode, interface_exists, interface_index
-from ..kernel.batch import EventBuilder, read_batch
+from ..kernel.batch import EventBatch, EventBuilder, read_batch
 from ..kernel.program import PpingProgram
 from ..sinks import Sink
 
@@ -475,12 +475,22 @@ class LiveMonitor:
         program = self.program
         if program is None or program.ring is None:
             return 0
-        # The whole drained region decoded at once (kernel/batch.py), then emitted.
-        events = self._events.events(read_batch(program.ring), self.time_base)
-        emit = self._emit
-        for event in events:
-            emit(sink, event)
-        return len(events)
+        # The whole drained region decoded at once (kernel/batch.py). RTT events go to
+        # a sink that takes them in columns as such (no object per event); the others,
+        # and RTT events for other sinks, as objects, in ring order.
+        write_rtt_batch = getattr(sink, "write_rtt_batch", None)
+        builder = self._events
+        drained = 0
+        for kind, array in read_batch(program.ring).segments:
+            drained += len(array)
+            if kind == abi.EVENT_TYPE_RTT and write_rtt_batch is not None:
+                columns = builder.rtt_columns(array, self.time_base)
+                if columns is not None:
+                    write_rtt_batch(columns)
+                    continue
+            for event in builder.events(EventBatch([(kind, array)]), self.time_base):
+                self._emit(sink, event)
+        return drained
 
     def _report_lost(self) -> None:
         lost = self.lost_events()
