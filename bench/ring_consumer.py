@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +49,7 @@ from pping.kernel.batch import EventBuilder, read_batch  # noqa: E402
 from pping.kernel.ringbuf import RingBuffer  # noqa: E402
 from pping.sinks import ReopenableFile, make_sink  # noqa: E402
 from pping.sinks.columnar import RttColumns  # noqa: E402
+from pping.sinks.output import write_ascii  # noqa: E402
 from pping.sources import kernel as live  # noqa: E402
 
 
@@ -117,7 +118,7 @@ def produce(prog_fd: int, rate: float, seconds: float, flows: int, report: int) 
 class CountingStream:
     """The sink's output stream, counting the lines and bytes written through it."""
 
-    def __init__(self, inner: TextIO) -> None:
+    def __init__(self, inner: ReopenableFile) -> None:
         self.inner = inner
         self.lines = 0
         self.chars = 0
@@ -126,6 +127,11 @@ class CountingStream:
         self.lines += text.count("\n")
         self.chars += len(text)
         return self.inner.write(text)
+
+    def write_bytes(self, data: bytes | memoryview, /) -> None:
+        self.lines += int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n")))
+        self.chars += len(data)
+        write_ascii(self.inner, data)
 
     def flush(self) -> None:
         self.inner.flush()
@@ -209,7 +215,7 @@ def measure(
     if case.fmt not in ("arrays", "null"):
         out_path.unlink(missing_ok=True)
         out_file = ReopenableFile(out_path, exclusive=False)
-        stream = CountingStream(out_file)  # type: ignore[arg-type]
+        stream = CountingStream(out_file)
         inner = make_sink(case.fmt, stream, sys.stderr)
     sink = CountingSink(inner, columns=case.path == "columns")
     monitor = monitor_for(ring)

@@ -5,14 +5,26 @@ format (rounding ties, exponents, digit-count boundaries, 64-bit extremes)."""
 from __future__ import annotations
 
 import io
+import os
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pping.events import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, Flow, RttEvent
-from pping.sinks import make_sink
+from pping.events import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    EventReason,
+    EventSource,
+    Flow,
+    FlowEvent,
+    FlowEventType,
+    RttEvent,
+)
+from pping.sinks import ReopenableFile, make_sink
 from pping.sinks.columnar import RttColumns, digit_count, digits, general6, integers, render
 
 FORMATS = ("standard", "jsonl", "json", "ppviz", "machine")
@@ -172,3 +184,35 @@ def test_general6_matches_printf() -> None:
     values = np.array(edge_numbers(), dtype=np.uint64)
     text = render([b"<", *general6(values, 10**6), b">"])
     assert text == b"".join(b"<%.6g>" % (v / 10**6) for v in values.tolist())
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_batches_and_objects_interleave_in_a_file(fmt: str, tmp_path: Path) -> None:
+    """Batches go to the file's byte stream (`write_bytes`), other records through its
+    text layer: the file still has them in the order written, across a reopen."""
+    rng = random.Random(fmt)
+    events = random_events(rng, 600)
+    closing = FlowEvent(
+        T0, FLOWS[0], FlowEventType.CLOSING, EventReason.FIN, EventSource.PACKET_SOURCE
+    )
+    path = tmp_path / "out"
+    want = io.StringIO()
+    want_sink = make_sink(fmt, want, io.StringIO())
+    with ReopenableFile(path) as out:
+        sink = make_sink(fmt, out, io.StringIO())
+        for start in range(0, 600, 200):
+            part = events[start : start + 200]
+            sink.write_rtt_batch(RttColumns.from_events(part))  # type: ignore[union-attr]
+            sink.write(closing)
+            for event in [*part, closing]:
+                want_sink.write(event)
+            if start == 200:
+                os.rename(path, tmp_path / "first")
+                out.reopen()
+        sink.close()
+        want_sink.close()
+    text = (tmp_path / "first").read_text() + path.read_text()
+    if fmt == "json":  # each file is a document of its own
+        assert text.count("[") == 2
+        text = text.replace("]\n[", ",", 1)
+    assert text == want.getvalue()

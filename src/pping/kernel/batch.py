@@ -216,7 +216,7 @@ def decode_region(data: memoryview, runs: list[tuple[int, int, int]]) -> EventBa
             view: npt.NDArray[Any] = np.ndarray(
                 (hi - lo,), dtype=dtype, buffer=data, offset=pos + HEADER + lo * stride,
                 strides=(stride,),
-            )  # fmt: skip
+            )
             array = view.copy()
             if segments and segments[-1][0] == kind:
                 segments[-1] = (kind, np.concatenate((segments[-1][1], array)))
@@ -249,41 +249,102 @@ def _slot_setters(cls: type) -> list[Any]:
 U64_MAX = (1 << 64) - 1
 
 
+# Flow keys as five 64-bit words and one 32-bit word (44 bytes), for hashing.
+_KEY_WORDS = 6
+_KEY_OFFSET = abi.RttEvent.flow.offset
+# Odd multipliers: the sum of the products has well mixed high bits, which pick a slot.
+_HASH_MULTIPLIERS = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53],
+    dtype=np.uint64,
+)
+_SLOT_BITS = 18  # 4 slots per flow of a full table (FLOW_CACHE_LIMIT)
+
+
+def key_words(array: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
+    """The flow key of each event (an RTT_DTYPE array) as `_KEY_WORDS` integers."""
+    raw = np.ascontiguousarray(array).view(np.uint8).reshape(len(array), -1)
+    key = raw[:, _KEY_OFFSET : _KEY_OFFSET + ctypes.sizeof(abi.FlowKey)]
+    words = np.zeros((len(array), _KEY_WORDS), dtype=np.uint64)
+    words[:, :5] = key[:, :40].view("<u8")
+    words[:, 5] = key[:, 40:44].view("<u4")[:, 0]
+    return words
+
+
 class FlowTable:
     """Small integer ids for flow keys, stable from batch to batch; `flows[id]` is the
-    flow. When more than FLOW_CACHE_LIMIT keys were seen, numbering starts over in a
-    new `flows` list (so holders of the old list know their ids are void)."""
+    flow. When a batch would take it past FLOW_CACHE_LIMIT keys, numbering starts over
+    in a new `flows` list (so holders of the old list know their ids are void).
+
+    Looked up with numpy: a key's hash picks one slot of an array, which holds the id
+    of the first key seen there; the slot's key is compared in full. Keys that find
+    another key in their slot are looked up in a dict, one by one.
+    """
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self.flows: list[Flow] = []
         self._ids: dict[bytes, int] = {}
+        self._keys = np.zeros((0, _KEY_WORDS), dtype=np.uint64)
+        self._slots = np.full(1 << _SLOT_BITS, -1, dtype=np.intp)
 
     def ids(self, array: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
-        """The id of each event's flow (`array` of a DTYPES type)."""
-        keys: list[bytes] = array["key"].tolist()
-        table = self._ids
-        ids = [table.get(key) for key in keys]
-        if None in ids:
-            if len(table) + len(keys) > FLOW_CACHE_LIMIT:
-                self.flows = []
-                table = self._ids = {}
-            self._add(array, keys, ids)
-        return np.array(ids, dtype=np.intp)
+        """The id of each event's flow (`array` an RTT_DTYPE array)."""
+        words = key_words(array)
+        slot = ((words @ _HASH_MULTIPLIERS) >> np.uint64(64 - _SLOT_BITS)).astype(np.intp)
+        ids = self._slots[slot]
+        found = ids >= 0
+        found[found] = (self._keys[ids[found]] == words[found]).all(axis=1)
+        if found.all():
+            return ids
+        missing = np.flatnonzero(~found)
+        if self._ids and len(self._ids) + len(missing) > FLOW_CACHE_LIMIT:
+            # Start over (a batch of more new flows than the limit still gets its ids).
+            self._reset()
+            return self.ids(array)
+        self._look_up(array[missing], words[missing], slot[missing], ids, missing)
+        return ids
 
-    def _add(self, array: npt.NDArray[Any], keys: list[bytes], ids: list[int | None]) -> None:
+    def _look_up(
+        self,
+        array: npt.NDArray[Any],
+        words: npt.NDArray[np.uint64],
+        slot: npt.NDArray[np.intp],
+        ids: npt.NDArray[np.intp],
+        rows: npt.NDArray[np.intp],
+    ) -> None:
+        """Set `ids[rows]` by the dict, adding the keys not seen yet."""
         table = self._ids
         flows = self.flows
-        proto = array["proto"].tolist()
-        saddr = array["saddr"].tolist()
-        sport = array["sport"].tolist()
-        daddr = array["daddr"].tolist()
-        dport = array["dport"].tolist()
+        first = len(flows)
+        keys = [bytes(row) for row in words]
         for i, key in enumerate(keys):
             found = table.get(key)
             if found is None:
                 found = table[key] = len(flows)
-                flows.append(Flow(proto[i], saddr[i], sport[i], daddr[i], dport[i]))
-            ids[i] = found
+                flows.append(
+                    Flow(
+                        int(array["proto"][i]),
+                        array["saddr"][i].tobytes(),
+                        int(array["sport"][i]),
+                        array["daddr"][i].tobytes(),
+                        int(array["dport"][i]),
+                    )
+                )
+                if self._slots[slot[i]] < 0:
+                    self._slots[slot[i]] = found
+            ids[rows[i]] = found
+        if len(flows) > first:
+            added = np.array([np.frombuffer(k, dtype=np.uint64) for k in keys_of(table, first)])
+            self._keys = np.concatenate((self._keys, added))
+
+
+def keys_of(table: dict[bytes, int], first: int) -> list[bytes]:
+    """The keys of `table` with ids from `first` on, in id order (a dict keeps the
+    order of insertion, which is id order)."""
+    return list(table)[first:]
 
 
 class EventBuilder:
@@ -306,9 +367,10 @@ class EventBuilder:
             timestamp = kernel_time + np.uint64(time_base)
         else:
             timestamp = kernel_time - np.uint64(-time_base)
+        flow_ids = self._flow_table.ids(array)  # first: it may start a new table
         return RttColumns(
             timestamp=timestamp,
-            flow_ids=self._flow_table.ids(array),
+            flow_ids=flow_ids,
             flows=self._flow_table.flows,
             rtt=array["rtt"],
             min_rtt=array["min_rtt"],

@@ -151,7 +151,7 @@ def digits(values: U64, width: int) -> Bytes2D:
 
 def integers(values: U64) -> Bytes2D:
     """`%d` of each value (leading zeros as padding)."""
-    width = int(digit_count(values).max()) if len(values) else 1
+    width = len(str(int(values.max()))) if len(values) else 1
     groups = -(-width // 4)
     words = np.empty((len(values), groups), dtype="<u4")
     rest = values
@@ -353,9 +353,9 @@ def _template(layout: tuple[bytes | int, ...], rows: int) -> Bytes2D:
     return template[:rows]
 
 
-def render(parts: Sequence[bytes | Bytes2D]) -> bytes:
+def render(parts: Sequence[bytes | Bytes2D]) -> memoryview:
     """Each row's fields and literal texts concatenated, NUL padding left out; all rows
-    one after the other."""
+    one after the other (a view of a new array: no copy into a bytes object)."""
     fields = [p for p in parts if not isinstance(p, bytes)]
     rows = len(fields[0])
     layout = tuple(p if isinstance(p, bytes) else int(p.shape[1]) for p in parts)
@@ -368,5 +368,4 @@ def render(parts: Sequence[bytes | Bytes2D]) -> bytes:
             width = part.shape[1]
             text[:, column : column + width] = part
             column += width
-    kept: bytes = text[text != 0].tobytes()
-    return kept
+    return memoryview(text[text != 0])

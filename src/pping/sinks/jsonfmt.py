@@ -31,7 +31,7 @@ import json
 
 from ..events import Counters, Event, Flow, FlowEvent, MapFullEvent, RttEvent, Table
 from .columnar import FlowTexts, RttColumns, choice, integers, render
-from .output import ReopenableFile, TextStream
+from .output import ReopenableFile, TextStream, write_ascii
 from .standard import (
     FLOW_CACHE_LIMIT,
     ClockText,
@@ -109,7 +109,7 @@ class JsonLinesSink:
             return f'{{"timestamp":{event.timestamp},{fields},"map_full":"{table}"}}'
         raise TypeError(f"not an event: {event!r}")
 
-    def encode_rtt_batch(self, columns: RttColumns, separator: bytes = b"") -> bytes:
+    def encode_rtt_batch(self, columns: RttColumns, separator: bytes = b"") -> memoryview:
         """The records of these RTT events, each after `separator` and before a newline
         (what `encode` gives, built with numpy)."""
         text = render(
@@ -140,7 +140,7 @@ class JsonLinesSink:
     def write_rtt_batch(self, columns: RttColumns) -> None:
         """What `write` prints for each of these RTT events."""
         if len(columns):
-            self._out.write(self.encode_rtt_batch(columns).decode("ascii"))
+            write_ascii(self._out, self.encode_rtt_batch(columns))
 
     def write(self, event: Event) -> None:
         self._out.write(self.encode(event) + "\n")
@@ -179,7 +179,7 @@ class JsonArraySink(JsonLinesSink):
             return
         text = self.encode_rtt_batch(columns, b",")
         # Every record after a comma, but the first of the array.
-        self._out.write(text[len(b",") - len(self._sep) :].decode("ascii"))
+        write_ascii(self._out, text[len(b",") - len(self._sep) :])
         self._sep = ","
 
     def write_counters(self, counters: Counters, final: bool) -> None:

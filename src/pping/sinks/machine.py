@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from ..events import Event, Flow, FlowEvent, FlowEventType, MapFullEvent, RttEvent
 from .columnar import U64, RttColumns, digits, fixed6, integers, render, seconds_and_fraction
-from .output import TextStream
+from .output import TextStream, write_ascii
 from .standard import FLOW_CACHE_LIMIT, NS_PER_S, TextSink
 
 NS_PER_US = 1_000
@@ -121,7 +121,7 @@ class MachineSink(TextSink):
                 b"\n",
             ]
         )
-        self._out.write(text.decode("ascii"))
+        write_ascii(self._out, text)
 
     def _batch_flows(
         self, columns: RttColumns

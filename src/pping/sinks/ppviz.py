@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..events import Event, MapFullEvent, RttEvent
 from .columnar import Bytes2D, RttColumns, digits, integers, render, seconds_and_fraction
+from .output import write_ascii
 from .standard import NS_PER_S, TextSink
 
 # Seconds with nine decimals, from integer nanoseconds: exact, never an exponent.
@@ -48,4 +49,4 @@ class PpvizSink(TextSink):
             whole, ns = seconds_and_fraction(values, NS_PER_S)
             parts += [integers(whole), b".", digits(ns, 9), b" "]
         parts += [self._flow_columns.field(columns), b"\n"]
-        self._out.write(render(parts).decode("ascii"))
+        write_ascii(self._out, render(parts))

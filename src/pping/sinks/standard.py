@@ -33,7 +33,7 @@ from .columnar import (
     render,
     seconds_and_fraction,
 )
-from .output import TextStream
+from .output import TextStream, write_ascii
 
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
@@ -208,4 +208,4 @@ class StandardSink(TextSink):
                 b"\n",
             ]
         )
-        self._out.write(text.decode("ascii"))
+        write_ascii(self._out, text)
