@@ -214,7 +214,10 @@ def decode_region(data: memoryview, runs: list[tuple[int, int, int]]) -> EventBa
                     f"failed to decode an event: type {kind} in a record of {size} bytes"
                 )
             view: npt.NDArray[Any] = np.ndarray(
-                (hi - lo,), dtype=dtype, buffer=data, offset=pos + HEADER + lo * stride,
+                (hi - lo,),
+                dtype=dtype,
+                buffer=data,
+                offset=pos + HEADER + lo * stride,
                 strides=(stride,),
             )
             array = view.copy()
@@ -254,8 +257,14 @@ _KEY_WORDS = 6
 _KEY_OFFSET = abi.RttEvent.flow.offset
 # Odd multipliers: the sum of the products has well mixed high bits, which pick a slot.
 _HASH_MULTIPLIERS = np.array(
-    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
-     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53],
+    [
+        0x9E3779B97F4A7C15,
+        0xC2B2AE3D27D4EB4F,
+        0x165667B19E3779F9,
+        0xD6E8FEB86659FD93,
+        0xFF51AFD7ED558CCD,
+        0xC4CEB9FE1A85EC53,
+    ],
     dtype=np.uint64,
 )
 _SLOT_BITS = 18  # 4 slots per flow of a full table (FLOW_CACHE_LIMIT)
