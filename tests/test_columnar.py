@@ -25,7 +25,15 @@ from pping.events import (
     RttEvent,
 )
 from pping.sinks import ReopenableFile, make_sink
-from pping.sinks.columnar import RttColumns, digit_count, digits, general6, integers, render
+from pping.sinks.columnar import (
+    RttColumns,
+    digit_count,
+    digits,
+    fixed6,
+    general6,
+    integers,
+    render,
+)
 
 FORMATS = ("standard", "jsonl", "json", "ppviz", "machine")
 U64_MAX = 2**64 - 1
@@ -216,3 +224,22 @@ def test_batches_and_objects_interleave_in_a_file(fmt: str, tmp_path: Path) -> N
         assert text.count("[") == 2
         text = text.replace("]\n[", ",", 1)
     assert text == want.getvalue()
+
+
+def test_decimal_ties_round_as_printf_rounds_the_double() -> None:
+    """Half-way values: the double lies above or below the tie (or on it, when the tie
+    is a binary fraction: round half to even), and printf follows the double."""
+    rng = random.Random(5)
+    ties = []
+    for count in range(7, 16):
+        step = 10 ** (count - 6)
+        ties += [rng.randrange(100_000, 1_000_000) * step + step // 2 for _ in range(300)]
+    values = np.array(ties, dtype=np.uint64)
+    assert render([*general6(values, 10**6), b"\n"]) == b"".join(
+        b"%.6g\n" % (v / 10**6) for v in ties
+    )
+    micro_ties = [rng.randrange(10**12) * 1000 + 500 for _ in range(3000)]
+    values = np.array(micro_ties, dtype=np.uint64)
+    assert render([*fixed6(values, 10**9), b"\n"]) == b"".join(
+        b"%.6f\n" % (v / 10**9) for v in micro_ties
+    )

@@ -236,11 +236,43 @@ def _six_decimals(fraction: U64, trimmed: bool) -> Bytes2D:
     return _text(words)
 
 
-# printf's %g/%f of a double computed as value / unit: exact with integers for values
-# whose rounding is no decimal tie, which the double rounds the same way (its error,
-# below 2**-53 relative, is smaller than the distance to the tie for values below
-# 2**52). Ties, larger values, and %g's exponent forms go through Python.
+# printf's %g/%f of a double computed as value / unit, from the integers: for values
+# below 2**52 the double (the correctly rounded quotient) is on the same side of every
+# rounding boundary as the exact quotient, except at decimal ties, where the double's
+# side decides (`_side`), or, when the double is the tie itself, round-half-even.
+# Larger values, and %g's exponent forms, go through Python.
 _EXACT_LIMIT = np.uint64(1 << 52)
+_SPLIT = 134217729.0  # 2**27 + 1: Dekker's split of a double into two halves
+
+
+def _halves(x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    scaled = _SPLIT * x
+    high = scaled - (scaled - x)
+    return high, x - high
+
+
+def _side(values: U64, unit: int) -> npt.NDArray[np.float64]:
+    """Positive where the double nearest to value / unit is above the exact quotient,
+    negative below, zero when equal (values below 2**53, unit exactly representable);
+    from the exact error of the product quotient * unit (Dekker's two-product)."""
+    exact = values.astype(np.float64)
+    quotient = exact / unit
+    product = quotient * unit
+    q_high, q_low = _halves(quotient)
+    u_high, u_low = _halves(np.array([float(unit)]))
+    error = ((q_high * u_high - product) + q_high * u_low + q_low * u_high) + q_low * u_low
+    # quotient * unit - value = (product - value) + error; the first difference is exact.
+    side: npt.NDArray[np.float64] = (product - exact) + error
+    return side
+
+
+def _round_ties(
+    up: npt.NDArray[np.bool_], ties: npt.NDArray[np.intp], values: U64, kept: U64, unit: int
+) -> None:
+    """Set `up` at the `ties` rows (decimal ties) the way printf rounds the double."""
+    side = _side(values[ties], unit)
+    odd = (kept[ties] & np.uint64(1)) == 1
+    up[ties] = (side > 0) | ((side == 0) & odd)
 
 
 def general6(values: U64, unit: int) -> list[Bytes2D]:
@@ -252,12 +284,15 @@ def general6(values: U64, unit: int) -> list[Bytes2D]:
     step = _POW10[dropped]
     kept = values // step
     remainder = values - kept * step
-    half = step // np.uint64(2)
-    tie = (dropped > 0) & (remainder == half)
-    rounded = (kept + (remainder > half)) * step
+    half = step >> np.uint64(1)
+    up = remainder > half
+    ties = np.flatnonzero((remainder == half) & (dropped > 0))
+    if len(ties):
+        _round_ties(up, ties, values, kept, unit)
+    rounded = (kept + up.astype(np.uint64)) * step
     # Fixed notation needs an exponent X with -4 <= X < 6 (value in [1e-4, 1e6)).
     exponent_form = (rounded < np.uint64(unit // 10_000)) | (rounded >= np.uint64(unit * 10**6))
-    python = np.flatnonzero(tie | exponent_form | (values >= _EXACT_LIMIT)).tolist()
+    python = np.flatnonzero(exponent_form | (values >= _EXACT_LIMIT)).tolist()
     whole, fraction = seconds_and_fraction(rounded, unit)
     whole_text = integers(whole)
     fraction_text = _six_decimals(fraction, trimmed=True)
@@ -275,11 +310,15 @@ def fixed6(values: U64, unit: int) -> list[Bytes2D]:
     step = unit // 10**6
     whole, fraction = seconds_and_fraction(values, unit)
     micro, below = seconds_and_fraction(fraction, step)
-    micro = micro + (below > np.uint64(step // 2))
+    up = below > np.uint64(step // 2)
+    ties = np.flatnonzero(below == np.uint64(step // 2))
+    if len(ties):
+        _round_ties(up, ties, values, micro, unit)
+    micro = micro + up.astype(np.uint64)
     carry = micro == np.uint64(10**6)
-    whole = whole + carry
+    whole = whole + carry.astype(np.uint64)
     micro = np.where(carry, np.uint64(0), micro)
-    python = np.flatnonzero((below == np.uint64(step // 2)) | (values >= _EXACT_LIMIT)).tolist()
+    python = np.flatnonzero(values >= _EXACT_LIMIT).tolist()
     whole_text = integers(whole)
     fraction_text = _six_decimals(micro, trimmed=False)
     if python:
@@ -353,9 +392,9 @@ def _template(layout: tuple[bytes | int, ...], rows: int) -> Bytes2D:
     return template[:rows]
 
 
-def render(parts: Sequence[bytes | Bytes2D]) -> memoryview:
+def render(parts: Sequence[bytes | Bytes2D]) -> bytes | memoryview:
     """Each row's fields and literal texts concatenated, NUL padding left out; all rows
-    one after the other (a view of a new array: no copy into a bytes object)."""
+    one after the other."""
     fields = [p for p in parts if not isinstance(p, bytes)]
     rows = len(fields[0])
     layout = tuple(p if isinstance(p, bytes) else int(p.shape[1]) for p in parts)
@@ -368,4 +407,18 @@ def render(parts: Sequence[bytes | Bytes2D]) -> memoryview:
             width = part.shape[1]
             text[:, column : column + width] = part
             column += width
-    return memoryview(text[text != 0])
+    return _without_nuls(text)
+
+
+# Removing NULs: bytes.replace finds each with memchr and copies the text between them,
+# the fastest way when they are few (numbers of one width, flows of one length); numpy's
+# boolean index costs about half a nanosecond a byte whatever their number.
+_FEW_NULS_PER_ROW = 16
+
+
+def _without_nuls(text: Bytes2D) -> bytes | memoryview:
+    flat = text.reshape(-1)
+    nuls = flat.size - int(np.count_nonzero(flat))
+    if nuls <= _FEW_NULS_PER_ROW * len(text):
+        return flat.tobytes().replace(b"\0", b"")
+    return memoryview(flat[flat != 0])

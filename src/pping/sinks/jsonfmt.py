@@ -109,7 +109,7 @@ class JsonLinesSink:
             return f'{{"timestamp":{event.timestamp},{fields},"map_full":"{table}"}}'
         raise TypeError(f"not an event: {event!r}")
 
-    def encode_rtt_batch(self, columns: RttColumns, separator: bytes = b"") -> memoryview:
+    def encode_rtt_batch(self, columns: RttColumns, separator: bytes = b"") -> bytes | memoryview:
         """The records of these RTT events, each after `separator` and before a newline
         (what `encode` gives, built with numpy)."""
         text = render(
