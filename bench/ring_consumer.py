@@ -1,24 +1,31 @@
 """Ring-buffer consumer speed: can the live monitor's Python side keep up with the kernel?
 
 A bench-only BPF program (bench/ring_producer.bpf.c, compiled here with clang into a
-temporary directory) writes pping-format RTT events into a ring buffer map with the
-layout and size of pping's live `events` map. A forked producer process runs it
-through BPF_PROG_TEST_RUN (`bpf_loop`, a chunk of events per run) at a controlled
-rate; when the ring is full its reserves fail and are counted (the kernel program
-counts COUNTER_RINGBUF_FULL the same way). The parent drains the ring with the live
-monitor's own `LiveMonitor._drain` (ringbuf.py region + kernel/batch.py decoder +
-events + `_emit`) into a sink, waking like the live loop: epoll on the map, then
-`BATCH_NS` of sleep after each drain that found events.
+temporary directory under build/) writes pping-format RTT events into a ring buffer map
+with the layout and size of pping's live `events` map. A forked producer process runs
+it through BPF_PROG_TEST_RUN (`bpf_loop`, a quarter millisecond's worth of events per
+run) at a controlled rate; when the ring is full its reserves fail and are counted (the
+kernel program counts COUNTER_RINGBUF_FULL the same way). The parent drains the ring
+with the live monitor's own `LiveMonitor._drain` (ringbuf.py + kernel/batch.py decoder,
+then RTT columns to the sink's `write_rtt_batch`, or event objects) into a sink made by
+`make_sink`, waking like the live loop: epoll on the map, then `BATCH_NS` of sleep
+after each drain that found events.
 
-Sinks: `null` (events built, then dropped), `jsonl` (the JSON Lines sink writing to a
-temporary file) and `arrays` (read_batch only: the decoder without event objects).
-Every event carries its sequence number, so lost and reordered events are detected.
+Rows: a format (`standard`, `jsonl`, `json`, `ppviz`, `machine` for -m; or `arrays`:
+the decoder alone, `null`: event objects built and dropped), a destination (`file`: a
+file on disk under build/, opened as `-w` opens it; `devnull`), and a path (`columns`:
+the sinks' batch formatting; `objects`: one event object and one `write` per event, as
+before). Every event carries its sequence number (in `rtt`), so lost and reordered
+events are detected; the lines in the file are counted afterwards.
 
-Prints one JSON document: per sink and rate, events/s produced and consumed, drops
-(failed reserves), events missing, CPU of the consumer and of the producer.
+Prints one JSON document: per row, the best of `--repeat` runs (fewest drops, then
+most written) with events/s produced, consumed and written, ring drops (failed
+reserves), events missing, CPU of the consumer and of the producer, and every run's
+figures.
 
-    sudo .venv/bin/python bench/ring_consumer.py [--rates 0.5,1,2,4] [--seconds 3]
-        [--sinks null,jsonl,arrays] [--batch-ms 10]
+    sudo .venv/bin/python bench/ring_consumer.py [--rates 1] [--seconds 3] [--repeat 3]
+        [--formats standard,jsonl,json,ppviz,machine] [--destinations file,devnull]
+        [--paths columns,objects] [--batch-ms 10] [--ring-bytes 4194304]
 """
 
 from __future__ import annotations

@@ -151,7 +151,11 @@ def digits(values: U64, width: int) -> Bytes2D:
 
 def integers(values: U64) -> Bytes2D:
     """`%d` of each value (leading zeros as padding)."""
-    width = len(str(int(values.max()))) if len(values) else 1
+    if not len(values):
+        return np.zeros((0, 1), dtype=np.uint8)
+    width = len(str(int(values.max())))
+    if len(str(int(values.min()))) == width:
+        return digits(values, width)  # one width (times, mostly): no padding
     groups = -(-width // 4)
     words = np.empty((len(values), groups), dtype="<u4")
     rest = values
@@ -350,7 +354,7 @@ class FlowTexts:
             self._grow(columns.flows[known:])
         ids = columns.flow_ids
         width = int(self._lengths[ids].max()) if len(ids) else 1
-        field: Bytes2D = self._rows[:, :width][ids]
+        field: Bytes2D = self._rows.take(ids, axis=0)[:, :width]
         return field
 
     def _grow(self, flows: Sequence[Flow]) -> None:
