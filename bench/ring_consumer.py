@@ -9,7 +9,7 @@ kernel program counts COUNTER_RINGBUF_FULL the same way). The parent drains the 
 with the live monitor's own `LiveMonitor._drain` (ringbuf.py + kernel/batch.py decoder,
 then RTT columns to the sink's `write_rtt_batch`, or event objects) into a sink made by
 `make_sink`, waking like the live loop: epoll on the map, then `BATCH_NS` of sleep
-after each drain that found events.
+after each drain that found events but less than a chunk (`pause_after`).
 
 Rows: a format (`standard`, `jsonl`, `json`, `ppviz`, `machine` for -m; or `arrays`:
 the decoder alone, `null`: event objects built and dropped), a destination (`file`: a
@@ -264,7 +264,7 @@ def measure(
             break
         if not ring.pending():
             poller.poll(0.05)
-        if drain() and batch_s > 0:
+        if live.pause_after(drain()) and batch_s > 0:
             time.sleep(batch_s)
     produced = json.loads(os.read(report_read, 4096))
     os.close(report_read)
