@@ -420,12 +420,12 @@ def render(parts: Sequence[bytes | Bytes2D]) -> bytes | memoryview:
 _FEW_NULS_PER_ROW = 16
 
 
-_SAMPLE_ROWS = 64  # the choice is made on this many rows (it changes speed, not text)
+_SAMPLE_ROWS = 64  # the choice is made on about this many rows spread over the batch
 
 
 def _without_nuls(text: Bytes2D) -> bytes | memoryview:
     flat = text.reshape(-1)
-    sample = text[:_SAMPLE_ROWS]
+    sample = text[:: max(1, len(text) // _SAMPLE_ROWS)]
     nuls = sample.size - int(np.count_nonzero(sample))
     if nuls <= _FEW_NULS_PER_ROW * len(sample):
         return flat.tobytes().replace(b"\0", b"")
