@@ -282,8 +282,9 @@ def key_words(array: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
 
 class FlowTable:
     """Small integer ids for flow keys, stable from batch to batch; `flows[id]` is the
-    flow. When a batch would take it past FLOW_CACHE_LIMIT keys, numbering starts over
-    in a new `flows` list (so holders of the old list know their ids are void).
+    flow. Once it holds more than FLOW_CACHE_LIMIT keys, numbering starts over with the
+    next batch, in a new `flows` list (so holders of the old list know their ids are
+    void): a batch's ids all come from one table.
 
     Looked up with numpy: a key's hash picks one slot of an array, which holds the id
     of the first key seen there; the slot's key is compared in full. Keys that find
@@ -301,6 +302,8 @@ class FlowTable:
 
     def ids(self, array: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
         """The id of each event's flow (`array` an RTT_DTYPE array)."""
+        if len(self._ids) > FLOW_CACHE_LIMIT:
+            self._reset()
         words = key_words(array)
         slot = ((words @ _HASH_MULTIPLIERS) >> np.uint64(64 - _SLOT_BITS)).astype(np.intp)
         ids = self._slots[slot]
@@ -309,10 +312,6 @@ class FlowTable:
         if found.all():
             return ids
         missing = np.flatnonzero(~found)
-        if self._ids and len(self._ids) + len(missing) > FLOW_CACHE_LIMIT:
-            # Start over (a batch of more new flows than the limit still gets its ids).
-            self._reset()
-            return self.ids(array)
         self._look_up(array[missing], words[missing], slot[missing], ids, missing)
         return ids
 

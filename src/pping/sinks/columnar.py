@@ -6,16 +6,18 @@ more than the kernel needs to produce it. The sinks therefore also accept
 `RttColumns` (one numpy array per field, flows as small integer ids into a table of
 `Flow`s) through `write_rtt_batch`, and build the text of the whole batch with numpy:
 
-- a number becomes a right-aligned, zero-padded digit matrix (four digits per
-  division, from a table of "0000".."9999"), with its length to hide the leading zeros;
+- every field is a byte matrix, one row per event, in which NUL bytes are padding;
+- a number becomes digits four at a time (a table of "0000".."9999"), its leading
+  zeros NULs;
 - a flow's text is made once per flow (`FlowTexts`) and gathered by flow id;
-- a line is the concatenation of such fields and literal text (`Line`): one byte
-  matrix with a mask of the bytes that count, compacted with one boolean index.
+- a line is the fields and the literal texts side by side in one matrix (`render`;
+  the literal columns are filled once per layout), NULs squeezed out at the end.
 
-The text is byte for byte what the event-at-a-time `write` prints (tests/test_sinks.py
-compares them on random and edge-case events). Where numpy cannot be sure to agree
-with Python's formatting (a float format whose rounding is a tie in decimal, RTTs
-that print with an exponent), those rows are formatted by Python and put in place.
+The text is byte for byte what the event-at-a-time `write` prints
+(tests/test_columnar.py compares them on random and edge-case events). printf's
+`%.6g` and `%.6f` of a double are reproduced with integers, the double deciding
+decimal ties; RTTs that print with an exponent, and values from 2**52 on, are
+formatted by Python and put in place.
 """
 
 from __future__ import annotations
