@@ -10,20 +10,26 @@ its end. Needs root and clang.
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import random
 import shutil
 import struct
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from pping.events import Event
 from pping.kernel import abi, libbpf
+from pping.kernel import batch as batch_module
 from pping.kernel.batch import EventBuilder, read_batch
 from pping.kernel.program import decode_event
 from pping.kernel.ringbuf import RingBuffer
+from pping.sinks import machine as machine_module
+from pping.sinks import make_sink
+from pping.sources.kernel import LiveMonitor
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "bench" / "ring_producer.bpf.c"
@@ -238,3 +244,48 @@ def test_bulk_producer_matches_reference(producer_object: Path) -> None:
             assert [e.rtt for e in got] == list(range(seq - emitted, seq))  # type: ignore[union-attr]
     finally:
         producer.close()
+
+
+def monitor_reading(ring: RingBuffer) -> LiveMonitor:
+    """A LiveMonitor with only what its `_drain` and `_emit` use (no program loaded)."""
+    monitor = LiveMonitor.__new__(LiveMonitor)
+    monitor.program = SimpleNamespace(ring=ring)  # type: ignore[assignment]
+    monitor.time_base = TIME_BASE
+    monitor._map_full_last = {}
+    monitor._events = EventBuilder()
+    return monitor
+
+
+@pytest.mark.parametrize("fmt", ["standard", "jsonl", "json", "ppviz", "machine"])
+def test_live_drain_prints_what_event_objects_print(
+    producer_object: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`LiveMonitor._drain` hands RTT runs to the sink's `write_rtt_batch`: the output is
+    the one of every record decoded and written one by one. Random records of every
+    type (times beyond 2**64 after the offset take the object path), the bulk
+    producer's runs, and flow tables small enough to start over (numbering, the -m
+    state) many times."""
+    monkeypatch.setattr(batch_module, "FLOW_CACHE_LIMIT", 64)
+    monkeypatch.setattr(machine_module, "FLOW_CACHE_LIMIT", 48)
+    rng = random.Random(fmt)
+    producer = Producer(producer_object, 1 << 16)
+    got_out, want_out = io.StringIO(), io.StringIO()
+    got_sink = make_sink(fmt, got_out, io.StringIO())
+    want_sink = make_sink(fmt, want_out, io.StringIO())
+    monitor = monitor_reading(producer.ring)
+    reference = monitor_reading(producer.ring)
+    seq = 0
+    try:
+        for _ in range(60):
+            for _ in range(rng.randrange(0, 20)):
+                producer.emit(random_event(rng))
+            seq += producer.emit_rtt(rng.randrange(1, 400), seq, rng.choice((1, 37, 90)))
+            for payload in producer.snapshot():
+                reference._emit(want_sink, decode_event(payload, TIME_BASE))
+            monitor._drain(got_sink)
+        got_sink.close()
+        want_sink.close()
+    finally:
+        producer.close()
+    assert seq > 5000
+    assert got_out.getvalue() == want_out.getvalue()

@@ -14,9 +14,11 @@ in three steps:
    from abi.py's ctypes layouts), copied out, and split by `event_type` into
    segments of one event type each, in ring order. After the copy the ring space is
    released, so the producer can reuse it while the events are converted.
-3. **Convert**, only at the end: `EventBatch.events()` builds `pping.events` objects
-   (flows cached by their 44-byte key), or a consumer takes the arrays directly
-   (`EventBatch.segments`, `EventBatch.array`).
+3. **Convert**, only at the end: `EventBuilder.events()` builds `pping.events` objects
+   (flows cached by their 44-byte key); `EventBuilder.rtt_columns()` turns an RTT
+   segment into `RttColumns` (wall-clock times, flows as ids into a table kept from
+   batch to batch) for the sinks' `write_rtt_batch`; or a consumer takes the arrays
+   directly (`EventBatch.segments`, `EventBatch.array`).
 
 The ring's data pages are mapped twice in a row (see ringbuf.py), so a region that
 wraps around the end of the ring is contiguous and needs no special case.
@@ -47,6 +49,7 @@ from ..events import (
     RttEvent,
     Table,
 )
+from ..sinks.columnar import RttColumns
 from . import abi
 from .ringbuf import RingBuffer
 
@@ -211,9 +214,12 @@ def decode_region(data: memoryview, runs: list[tuple[int, int, int]]) -> EventBa
                     f"failed to decode an event: type {kind} in a record of {size} bytes"
                 )
             view: npt.NDArray[Any] = np.ndarray(
-                (hi - lo,), dtype=dtype, buffer=data, offset=pos + HEADER + lo * stride,
+                (hi - lo,),
+                dtype=dtype,
+                buffer=data,
+                offset=pos + HEADER + lo * stride,
                 strides=(stride,),
-            )  # fmt: skip
+            )
             array = view.copy()
             if segments and segments[-1][0] == kind:
                 segments[-1] = (kind, np.concatenate((segments[-1][1], array)))
@@ -243,11 +249,145 @@ def _slot_setters(cls: type) -> list[Any]:
     return [cls.__dict__[name].__set__ for name in cls.__slots__]  # type: ignore[attr-defined]
 
 
+U64_MAX = (1 << 64) - 1
+
+
+# Flow keys as five 64-bit words and one 32-bit word (44 bytes), for hashing.
+_KEY_WORDS = 6
+_KEY_OFFSET = abi.RttEvent.flow.offset
+# Odd multipliers: the sum of the products has well mixed high bits, which pick a slot.
+_HASH_MULTIPLIERS = np.array(
+    [
+        0x9E3779B97F4A7C15,
+        0xC2B2AE3D27D4EB4F,
+        0x165667B19E3779F9,
+        0xD6E8FEB86659FD93,
+        0xFF51AFD7ED558CCD,
+        0xC4CEB9FE1A85EC53,
+    ],
+    dtype=np.uint64,
+)
+_SLOT_BITS = 18  # 4 slots per flow of a full table (FLOW_CACHE_LIMIT)
+
+
+def key_words(array: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
+    """The flow key of each event (an RTT_DTYPE array) as `_KEY_WORDS` integers."""
+    raw = np.ascontiguousarray(array).view(np.uint8).reshape(len(array), -1)
+    key = raw[:, _KEY_OFFSET : _KEY_OFFSET + ctypes.sizeof(abi.FlowKey)]
+    words = np.zeros((len(array), _KEY_WORDS), dtype=np.uint64)
+    words[:, :5] = key[:, :40].view("<u8")
+    words[:, 5] = key[:, 40:44].view("<u4")[:, 0]
+    return words
+
+
+class FlowTable:
+    """Small integer ids for flow keys, stable from batch to batch; `flows[id]` is the
+    flow. Once it holds more than FLOW_CACHE_LIMIT keys, numbering starts over with the
+    next batch, in a new `flows` list (so holders of the old list know their ids are
+    void): a batch's ids all come from one table.
+
+    Looked up with numpy: a key's hash picks one slot of an array, which holds the id
+    of the first key seen there; the slot's key is compared in full. Keys that find
+    another key in their slot are looked up in a dict, one by one.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.flows: list[Flow] = []
+        self._ids: dict[bytes, int] = {}
+        self._keys = np.zeros((0, _KEY_WORDS), dtype=np.uint64)
+        self._slots = np.full(1 << _SLOT_BITS, -1, dtype=np.intp)
+
+    def ids(self, array: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
+        """The id of each event's flow (`array` an RTT_DTYPE array)."""
+        if len(self._ids) > FLOW_CACHE_LIMIT:
+            self._reset()
+        words = key_words(array)
+        slot = ((words @ _HASH_MULTIPLIERS) >> np.uint64(64 - _SLOT_BITS)).astype(np.intp)
+        ids = self._slots[slot]
+        found = ids >= 0
+        found[found] = (self._keys[ids[found]] == words[found]).all(axis=1)
+        if found.all():
+            return ids
+        missing = np.flatnonzero(~found)
+        self._look_up(array[missing], words[missing], slot[missing], ids, missing)
+        return ids
+
+    def _look_up(
+        self,
+        array: npt.NDArray[Any],
+        words: npt.NDArray[np.uint64],
+        slot: npt.NDArray[np.intp],
+        ids: npt.NDArray[np.intp],
+        rows: npt.NDArray[np.intp],
+    ) -> None:
+        """Set `ids[rows]` by the dict, adding the keys not seen yet."""
+        table = self._ids
+        flows = self.flows
+        first = len(flows)
+        keys = [bytes(row) for row in words]
+        for i, key in enumerate(keys):
+            found = table.get(key)
+            if found is None:
+                found = table[key] = len(flows)
+                flows.append(
+                    Flow(
+                        int(array["proto"][i]),
+                        array["saddr"][i].tobytes(),
+                        int(array["sport"][i]),
+                        array["daddr"][i].tobytes(),
+                        int(array["dport"][i]),
+                    )
+                )
+                if self._slots[slot[i]] < 0:
+                    self._slots[slot[i]] = found
+            ids[rows[i]] = found
+        if len(flows) > first:
+            added = np.array([np.frombuffer(k, dtype=np.uint64) for k in keys_of(table, first)])
+            self._keys = np.concatenate((self._keys, added))
+
+
+def keys_of(table: dict[bytes, int], first: int) -> list[bytes]:
+    """The keys of `table` with ids from `first` on, in id order (a dict keeps the
+    order of insertion, which is id order)."""
+    return list(table)[first:]
+
+
 class EventBuilder:
-    """Turns decoded batches into `pping.events` objects; keeps a cache of flows."""
+    """Turns decoded batches into `pping.events` objects (keeps a cache of flows), or
+    RTT segments into columns (keeps a table of flow ids)."""
 
     def __init__(self) -> None:
         self._flows: dict[bytes, Flow] = {}
+        self._flow_table = FlowTable()
+
+    def rtt_columns(self, array: npt.NDArray[Any], time_base: int) -> RttColumns | None:
+        """An RTT segment as columns, times made wall clock by adding `time_base`; None
+        when a time would leave 0..2**64-1 (then only objects hold it exactly)."""
+        kernel_time = array["timestamp"]
+        if len(array) and not int(kernel_time.min()) + time_base >= 0:
+            return None
+        if len(array) and int(kernel_time.max()) + time_base > U64_MAX:
+            return None
+        if time_base >= 0:
+            timestamp = kernel_time + np.uint64(time_base)
+        else:
+            timestamp = kernel_time - np.uint64(-time_base)
+        flow_ids = self._flow_table.ids(array)  # first: it may start a new table
+        return RttColumns(
+            timestamp=timestamp,
+            flow_ids=flow_ids,
+            flows=self._flow_table.flows,
+            rtt=array["rtt"],
+            min_rtt=array["min_rtt"],
+            sent_packets=array["sent_pkts"],
+            sent_bytes=array["sent_bytes"],
+            rec_packets=array["rec_pkts"],
+            rec_bytes=array["rec_bytes"],
+            match_on_egress=array["match_on_egress"] != 0,
+        )
 
     def _flows_of(self, array: npt.NDArray[Any]) -> list[Flow]:
         cache = self._flows

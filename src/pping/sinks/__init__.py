@@ -3,6 +3,10 @@
 Every sink has the same three methods (`Sink`), and `make_sink` picks one from the
 command line's `--format` and `-m`. The formats are described in
 docs/output-formats.md.
+
+The output formats also have `write_rtt_batch(columns)`: the same text for many RTT
+events given as `columnar.RttColumns`, built with numpy; live monitoring uses it when
+the sink has it (a sink without it gets every event through `write`).
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ from __future__ import annotations
 import json
 
 from ..events import Counters, Event, Flow, FlowEvent, MapFullEvent, RttEvent, Table
-from .output import ReopenableFile, TextStream
+from .columnar import FlowTexts, RttColumns, choice, integers, render
+from .output import ReopenableFile, TextStream, write_ascii
 from .standard import (
     FLOW_CACHE_LIMIT,
     ClockText,
@@ -70,6 +71,7 @@ class JsonLinesSink:
         self._err = err
         self._clock = ClockText()
         self._flow_json: dict[Flow, str] = {}
+        self._flow_columns = FlowTexts(_flow_fields)
         self._closed = False
 
     def _fields(self, flow: Flow) -> str:
@@ -107,6 +109,39 @@ class JsonLinesSink:
             return f'{{"timestamp":{event.timestamp},{fields},"map_full":"{table}"}}'
         raise TypeError(f"not an event: {event!r}")
 
+    def encode_rtt_batch(self, columns: RttColumns, separator: bytes = b"") -> bytes | memoryview:
+        """The records of these RTT events, each after `separator` and before a newline
+        (what `encode` gives, built with numpy)."""
+        text = render(
+            [
+                separator + b'{"timestamp":',
+                integers(columns.timestamp),
+                b",",
+                self._flow_columns.field(columns),
+                b',"rtt":',
+                integers(columns.rtt),
+                b',"min_rtt":',
+                integers(columns.min_rtt),
+                b',"sent_packets":',
+                integers(columns.sent_packets),
+                b',"sent_bytes":',
+                integers(columns.sent_bytes),
+                b',"rec_packets":',
+                integers(columns.rec_packets),
+                b',"rec_bytes":',
+                integers(columns.rec_bytes),
+                b',"match_on_egress":',
+                choice(columns.match_on_egress, b"true", b"false"),
+                b"}\n",
+            ]
+        )
+        return text
+
+    def write_rtt_batch(self, columns: RttColumns) -> None:
+        """What `write` prints for each of these RTT events."""
+        if len(columns):
+            write_ascii(self._out, self.encode_rtt_batch(columns))
+
     def write(self, event: Event) -> None:
         self._out.write(self.encode(event) + "\n")
         if type(event) is MapFullEvent:
@@ -137,6 +172,15 @@ class JsonArraySink(JsonLinesSink):
         self._sep = ","
         if type(event) is MapFullEvent:
             self._err.write(map_full_warning(self._clock, event))
+
+    def write_rtt_batch(self, columns: RttColumns) -> None:
+        """What `write` prints for each of these RTT events."""
+        if not len(columns):
+            return
+        text = self.encode_rtt_batch(columns, b",")
+        # Every record after a comma, but the first of the array.
+        write_ascii(self._out, text[len(b",") - len(self._sep) :])
+        self._sep = ","
 
     def write_counters(self, counters: Counters, final: bool) -> None:
         self._out.write(f"{self._sep}{summary_record(counters, final)}\n")

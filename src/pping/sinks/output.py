@@ -19,6 +19,9 @@ from typing import Protocol, TextIO
 
 from ..errors import OutputError
 
+# Bytes a sink hands over as they are (`write_ascii`).
+Buffer = bytes | memoryview
+
 # Large writes are cheap, many small system calls are not: buffer file output.
 FILE_BUFFER_SIZE = 1 << 16
 
@@ -29,6 +32,16 @@ class TextStream(Protocol):
     def write(self, s: str, /) -> int: ...
 
     def flush(self) -> None: ...
+
+
+def write_ascii(out: TextStream, data: Buffer) -> None:
+    """Write ASCII text held in bytes (or any buffer) to `out`: through its
+    `write_bytes` when it has one (no decoding, no copy), else as a str."""
+    write_bytes = getattr(out, "write_bytes", None)
+    if write_bytes is not None:
+        write_bytes(data)
+    else:
+        out.write(bytes(data).decode("ascii"))
 
 
 class ReopenListener(Protocol):
@@ -93,6 +106,16 @@ class ReopenableFile:
 
     def write(self, s: str, /) -> int:
         return self._stream.write(s)
+
+    def write_bytes(self, data: Buffer, /) -> None:
+        """Write ASCII text given as bytes (or any buffer), without decoding it: after
+        the text written so far, straight to the byte stream under it when it has one."""
+        raw = getattr(self._stream, "buffer", None)
+        if raw is None:
+            self._stream.write(bytes(data).decode("ascii"))
+            return
+        self._stream.flush()
+        raw.write(data)
 
     def flush(self) -> None:
         self._stream.flush()

@@ -11,6 +11,8 @@ warnings and the counters summary go to the error stream.
 from __future__ import annotations
 
 from ..events import Event, MapFullEvent, RttEvent
+from .columnar import Bytes2D, RttColumns, digits, integers, render, seconds_and_fraction
+from .output import write_ascii
 from .standard import NS_PER_S, TextSink
 
 # Seconds with nine decimals, from integer nanoseconds: exact, never an exponent.
@@ -37,3 +39,14 @@ class PpvizSink(TextSink):
             )
         elif type(event) is MapFullEvent:
             self._warn(event)
+
+    def write_rtt_batch(self, columns: RttColumns) -> None:
+        """The lines `write` prints for these RTT events, built with numpy."""
+        if not len(columns):
+            return
+        parts: list[bytes | Bytes2D] = []
+        for values in (columns.timestamp, columns.rtt, columns.min_rtt):
+            whole, ns = seconds_and_fraction(values, NS_PER_S)
+            parts += [integers(whole), b".", digits(ns, 9), b" "]
+        parts += [self._flow_columns.field(columns), b"\n"]
+        write_ascii(self._out, render(parts))

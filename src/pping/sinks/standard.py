@@ -24,7 +24,16 @@ from ..events import (
     RttEvent,
     Table,
 )
-from .output import TextStream
+from .columnar import (
+    FlowTexts,
+    RttColumns,
+    digits,
+    general6,
+    per_second,
+    render,
+    seconds_and_fraction,
+)
+from .output import TextStream, write_ascii
 
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
@@ -60,6 +69,11 @@ def source_name(source: EventSource) -> str:
     return SOURCE_NAMES.get(source, "unknown")
 
 
+def time_of_day(sec: int) -> str:
+    """`HH:MM:SS` (local time) of second `sec` since the epoch."""
+    return time.strftime("%H:%M:%S", time.localtime(sec))
+
+
 class ClockText:
     """Local time of day `HH:MM:SS.nnnnnnnnn` for epoch nanoseconds.
 
@@ -74,7 +88,7 @@ class ClockText:
         self.hms = ""
 
     def set_second(self, sec: int) -> None:
-        self.hms = time.strftime("%H:%M:%S", time.localtime(sec))
+        self.hms = time_of_day(sec)
         self.sec = sec
 
     def __call__(self, timestamp: int) -> str:
@@ -122,6 +136,7 @@ class TextSink:
         self._err = err
         self._clock = ClockText()
         self._flow_text: dict[Flow, str] = {}
+        self._flow_columns = FlowTexts(self._flow_text_of)
         self._closed = False
 
     def _flow_text_of(self, flow: Flow) -> str:
@@ -173,3 +188,24 @@ class StandardSink(TextSink):
             )
         elif type(event) is MapFullEvent:
             self._warn(event)
+
+    def write_rtt_batch(self, columns: RttColumns) -> None:
+        """The lines `write` prints for these RTT events, built with numpy."""
+        if not len(columns):
+            return
+        seconds, ns = seconds_and_fraction(columns.timestamp, NS_PER_S)
+        text = render(
+            [
+                per_second(seconds, time_of_day),
+                b".",
+                digits(ns, 9),
+                b" ",
+                *general6(columns.rtt, NS_PER_MS),
+                b" ms ",
+                *general6(columns.min_rtt, NS_PER_MS),
+                b" ms ",
+                self._flow_columns.field(columns),
+                b"\n",
+            ]
+        )
+        write_ascii(self._out, text)
