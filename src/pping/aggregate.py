@@ -1,0 +1,500 @@
+"""Per-prefix aggregation (-a): traffic and RTTs summed per IP prefix and interval.
+
+Instead of one line per RTT, every `interval` the aggregator reports, for every IPv4
+/24 and IPv6 /48 (by default) that saw traffic: the packets and bytes received from it
+(`rx`: packets whose source is in the prefix) and sent to it (`tx`: whose destination
+is), each split into TCP with timestamps, TCP without, and other traffic; and the RTTs
+of replies sent by hosts of the prefix (or, with `by_destination`, addressed to them)
+as min, max and a histogram of 4 ms bins. docs/aggregation.md has the rules, taken
+from ePPing; this module is their reference implementation.
+
+It is sans-IO like the engine: `add_traffic` takes the packets of a batch as numpy
+columns (`decode_traffic` builds them from a capture batch), `add_rtt` takes the RTT
+events the engine produced for them, `report(now)` closes an interval. The prefix
+tables are bounded and double-buffered exactly as the kernel's maps are: two copies,
+one filled while the other is reported and cleared, each with a backup entry that
+catches the traffic of new prefixes once it is full.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .config import AGGREGATE_BIN_WIDTH_NS, AGGREGATE_BINS, AggregateConfig, Config
+from .engine import Engine
+from .events import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    AggregateEvent,
+    AggregateHeader,
+    Event,
+    RttEvent,
+    TrafficCounts,
+)
+from .fastpath import (
+    IPV6_EXTENSIONS,
+    LINK_HEADER,
+    TCP_USUAL,
+    FastReplay,
+    _field,
+    _Fields,
+    _l3_offsets,
+    decode,
+)
+from .packet import TCP_SYN, PacketInfo, parse_packet
+from .sources.pcap import CaptureReader
+
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+BOOL = npt.NDArray[np.bool_]
+
+# Traffic classes, in the order of TrafficCounts' fields.
+TCP_TS = 0
+TCP_NOTS = 1
+OTHER = 2
+N_CLASSES = 3
+
+BACKUP = -1  # the key of the backup entry of a table (reported as 0.0.0.0/0 or ::/0)
+_IPV4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+
+
+@dataclass(slots=True)
+class Traffic:
+    """One row per packet of a batch; `counted`: an IPv4 or IPv6 packet whose IP header
+    is valid, the only ones aggregated.
+
+    `src`/`dst` hold what a prefix is cut from: the 32-bit IPv4 address, or the upper
+    64 bits of the IPv6 address. `creates`: the packet enters the RTT pipeline (parsed
+    and tracked), the only packets that may add a prefix to a table.
+    """
+
+    times: I64
+    counted: BOOL
+    v6: BOOL
+    src: U64
+    dst: U64
+    length: I64
+    cls: npt.NDArray[np.int8]
+    creates: BOOL
+
+    def part(self, rows: slice | I64) -> Traffic:
+        return Traffic(
+            self.times[rows],
+            self.counted[rows],
+            self.v6[rows],
+            self.src[rows],
+            self.dst[rows],
+            self.length[rows],
+            self.cls[rows],
+            self.creates[rows],
+        )
+
+
+def _tracked(info: PacketInfo, config: Config) -> bool:
+    """engine.Engine._tracked without its counting: does the packet reach the pipeline?"""
+    if info.proto == IPPROTO_TCP:
+        return config.track_tcp and (config.include_syn or not info.tcp_flags & TCP_SYN)
+    return config.track_icmp
+
+
+def _parsed_rows(
+    linktype: int, buf: bytes, offsets: I64, caplens: I64, wire_lens: I64, rows: I64
+) -> list[PacketInfo | None]:
+    """The parser's verdict for the few rows numpy cannot settle (scalar, one by one)."""
+    infos: list[PacketInfo | None] = []
+    for start, caplen, wire_len in zip(
+        offsets[rows].tolist(), caplens[rows].tolist(), wire_lens[rows].tolist(), strict=True
+    ):
+        parsed = parse_packet(linktype, buf[start : start + caplen], wire_len)
+        infos.append(None if isinstance(parsed, str) else parsed)
+    return infos
+
+
+def decode_traffic(
+    linktype: int,
+    buf: bytes,
+    offsets: I64,
+    caplens: I64,
+    wire_lens: I64,
+    times: I64,
+    config: Config,
+) -> Traffic:
+    """The Traffic rows of a capture batch (docs/aggregation.md, "What is counted").
+
+    Vectorised for the link types the fast path decodes; the parser itself decides
+    only for TCP packets without a timestamp option at its usual place, ICMP, and IPv6
+    packets with extension headers. Packets that are not IP are left out.
+    """
+    if linktype not in LINK_HEADER:
+        return _traffic_by_parser(linktype, buf, offsets, caplens, wire_lens, times, config)
+    f = _Fields(buf)
+    l3, version = _l3_offsets(linktype, f, offsets)
+    ip = offsets + l3
+    ip0, ip8, ip16 = f.quad(ip), f.quad(ip + 8), f.quad(ip + 16)
+    first = _field(ip0, 0, 1)
+    ihl = (first & 15) * 4
+    v4 = (version == 4) & ((first >> 4) == 4) & (caplens >= l3 + 20)
+    v4 &= (ihl >= 20) & (_field(ip0, 2, 2) >= ihl)
+    v6 = (version == 6) & ((first >> 4) == 6) & (caplens >= l3 + 40) & (_field(ip0, 4, 2) > 0)
+    proto = np.where(v4, _field(ip8, 1, 1), _field(ip0, 6, 1))
+    src = np.where(v4, _field(ip8, 4, 4).astype(np.uint64), ip8)
+    dst = np.where(v4, _field(ip16, 0, 4).astype(np.uint64), f.quad(ip + 24))
+
+    dec = decode(linktype, buf, offsets, caplens)
+    usual = dec.cls == TCP_USUAL
+    tcp_ts = usual.copy()
+    creates = usual & config.track_tcp
+    if not config.include_syn:
+        creates &= (dec.flags & TCP_SYN) == 0
+    counted = v4 | v6
+    unsettled = (
+        counted
+        & ~usual
+        & (
+            (proto == IPPROTO_TCP)
+            | (proto == IPPROTO_ICMP)
+            | (proto == IPPROTO_ICMPV6)
+            | (v6 & np.isin(proto, IPV6_EXTENSIONS))
+        )
+    )
+    rows = np.flatnonzero(unsettled)
+    for row, info in zip(
+        rows.tolist(), _parsed_rows(linktype, buf, offsets, caplens, wire_lens, rows), strict=True
+    ):
+        if info is not None:
+            tcp_ts[row] = info.proto == IPPROTO_TCP
+            creates[row] = _tracked(info, config)
+    cls = np.where(tcp_ts, TCP_TS, np.where(proto == IPPROTO_TCP, TCP_NOTS, OTHER))
+    return Traffic(
+        times=times,
+        counted=counted,
+        v6=v6,
+        src=src,
+        dst=dst,
+        length=wire_lens.astype(np.int64),
+        cls=cls.astype(np.int8),
+        creates=creates & counted,
+    )
+
+
+def _traffic_by_parser(
+    linktype: int,
+    buf: bytes,
+    offsets: I64,
+    caplens: I64,
+    wire_lens: I64,
+    times: I64,
+    config: Config,
+) -> Traffic:
+    """Link types numpy does not decode: only the packets the parser accepts count."""
+    infos = _parsed_rows(linktype, buf, offsets, caplens, wire_lens, np.arange(len(offsets)))
+    n = len(infos)
+    counted = np.zeros(n, dtype=bool)
+    v6 = np.zeros(n, dtype=bool)
+    src = np.zeros(n, dtype=np.uint64)
+    dst = np.zeros(n, dtype=np.uint64)
+    cls = np.full(n, OTHER, dtype=np.int8)
+    creates = np.zeros(n, dtype=bool)
+    for row, info in enumerate(infos):
+        if info is None:
+            continue
+        counted[row] = True
+        v6[row] = is_v6 = info.saddr[:12] != _IPV4_MAPPED
+        src[row] = _address_key(info.saddr, is_v6)
+        dst[row] = _address_key(info.daddr, is_v6)
+        cls[row] = TCP_TS if info.proto == IPPROTO_TCP else OTHER
+        creates[row] = _tracked(info, config)
+    return Traffic(times, counted, v6, src, dst, wire_lens.astype(np.int64), cls, creates)
+
+
+def _address_key(address: bytes, is_v6: bool) -> int:
+    """What a prefix is cut from: the IPv4 address, or the upper half of the IPv6 one."""
+    return int.from_bytes(address[:8] if is_v6 else address[12:], "big")
+
+
+class _Entry:
+    """The statistics of one prefix in one table copy."""
+
+    __slots__ = ("bins", "counts", "last_updated", "rtt_max", "rtt_min")
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(4 * N_CLASSES, dtype=np.int64)  # rx pkts, rx bytes, tx ...
+        self.bins = np.zeros(AGGREGATE_BINS, dtype=np.int64)
+        self.rtt_min = 0
+        self.rtt_max = 0
+        self.last_updated = 0
+
+    def empty(self) -> bool:
+        return not self.counts.any()
+
+    def clear(self) -> None:
+        """Forget the reported figures; `last_updated` stays for the idle timeout."""
+        self.counts[:] = 0
+        self.bins[:] = 0
+        self.rtt_min = self.rtt_max = 0
+
+    def add_rtt(self, rtt: int) -> None:
+        if not self.bins.any() or rtt < self.rtt_min:
+            self.rtt_min = rtt
+        self.rtt_max = max(self.rtt_max, rtt)
+        self.bins[min(rtt // AGGREGATE_BIN_WIDTH_NS, AGGREGATE_BINS - 1)] += 1
+
+    def traffic(self, offset: int) -> TrafficCounts:
+        c = self.counts.tolist()
+        return TrafficCounts(
+            c[offset], c[offset + 3], c[offset + 1], c[offset + 4], c[offset + 2], c[offset + 5]
+        )
+
+
+class Aggregator:
+    """The prefix tables of both families, double-buffered; see the module doc."""
+
+    def __init__(self, config: AggregateConfig) -> None:
+        self.config = config
+        self.prefix_len = (config.ipv4_prefix_len, config.ipv6_prefix_len)
+        self.masks = (
+            (0xFFFFFFFF << (32 - config.ipv4_prefix_len)) & 0xFFFFFFFF,
+            ((1 << 64) - 1 << (64 - config.ipv6_prefix_len)) & ((1 << 64) - 1),
+        )
+        # copies[instance][family]: prefix key -> entry. The backup entry is there from
+        # the start and takes one of the max_prefixes places (as ePPing's).
+        self.copies: list[list[dict[int, _Entry]]] = [
+            [self._fresh_table(family) for family in (0, 1)] for _ in (0, 1)
+        ]
+        self.active = 0
+        self.next_due: int | None = None
+
+    def _fresh_table(self, family: int) -> dict[int, _Entry]:
+        return {BACKUP: _Entry()} if self.prefix_len[family] > 0 else {}
+
+    def header(self, now: int) -> AggregateHeader:
+        c = self.config
+        return AggregateHeader(
+            now,
+            AGGREGATE_BINS,
+            AGGREGATE_BIN_WIDTH_NS,
+            c.interval_ns,
+            c.timeout_ns,
+            c.ipv4_prefix_len,
+            c.ipv6_prefix_len,
+        )
+
+    # -- the interval clock (capture time) --------------------------------------
+
+    def report_points(self, times: I64) -> list[tuple[int, int]]:
+        """(row, boundary) pairs: before `row` the interval ending at `boundary` is
+        reported. Boundaries lie on a grid of `interval` from the first packet; a gap
+        longer than an interval gives one report, at the first boundary it passed."""
+        points: list[tuple[int, int]] = []
+        if len(times) == 0:
+            return points
+        interval = self.config.interval_ns
+        if self.next_due is None:
+            self.next_due = int(times[0]) + interval
+        start = 0
+        while True:
+            late = np.flatnonzero(times[start:] >= self.next_due)
+            if late.size == 0:
+                return points
+            row = start + int(late[0])
+            due = self.next_due
+            points.append((row, due))
+            self.next_due = due + ((int(times[row]) - due) // interval + 1) * interval
+            start = row + 1
+
+    # -- accounting ---------------------------------------------------------------
+
+    def add_traffic(self, traffic: Traffic) -> None:
+        """Count the rows (in order, all within the current interval)."""
+        for family in (0, 1):
+            rows = np.flatnonzero(traffic.counted & (traffic.v6 == bool(family)))
+            if rows.size:
+                self._add_family(family, traffic.part(rows))
+
+    def _add_family(self, family: int, t: Traffic) -> None:
+        table = self.copies[self.active][family]
+        mask = np.uint64(self.masks[family])
+        n = len(t.times)
+        # Each packet looks up its source prefix, then its destination prefix.
+        keys = np.empty(2 * n, dtype=np.uint64)
+        keys[0::2] = t.src & mask
+        keys[1::2] = t.dst & mask
+        creates = np.repeat(t.creates, 2)
+        prefixes, inverse = np.unique(keys, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        known = [int(k) in table for k in prefixes.tolist()]
+        # New prefixes get a place in the order they are first met by a packet that may
+        # create one, while places are free; the others fall to the backup entry.
+        created_at = np.full(len(prefixes), 2 * n, dtype=np.int64)
+        creating = np.flatnonzero(creates)
+        if creating.size:
+            first_ids, first = np.unique(inverse[creating], return_index=True)
+            order = np.argsort(creating[first], kind="stable")
+            free = self.config.max_prefixes - len(table)
+            for index, position in zip(
+                first_ids[order].tolist(), creating[first][order].tolist(), strict=True
+            ):
+                if known[index]:
+                    continue
+                if free <= 0:
+                    break
+                created_at[index] = position
+                free -= 1
+        positions = np.arange(2 * n)
+        found = np.array(known, dtype=bool)[inverse] | (created_at[inverse] <= positions)
+        slot = np.where(found, inverse, len(prefixes))  # len(prefixes): the backup entry
+        self._accumulate(table, prefixes, created_at < 2 * n, slot, t)
+
+    def _accumulate(
+        self, table: dict[int, _Entry], prefixes: U64, created: BOOL, slot: I64, t: Traffic
+    ) -> None:
+        n_slots = len(prefixes) + 1
+        cls = t.cls.astype(np.int64)
+        length = t.length
+        sums = np.zeros((n_slots, 4 * N_CLASSES), dtype=np.int64)
+        for side, slots in ((0, slot[0::2]), (2 * N_CLASSES, slot[1::2])):
+            np.add.at(sums, (slots, side + cls), 1)
+            np.add.at(sums, (slots, side + N_CLASSES + cls), length)
+        latest = np.zeros(n_slots, dtype=np.int64)
+        np.maximum.at(latest, slot, np.repeat(t.times, 2))
+        used = np.flatnonzero(sums.any(axis=1))
+        for s in used.tolist():
+            key = BACKUP if s == len(prefixes) else int(prefixes[s])
+            entry = table.get(key)
+            if entry is None:
+                # A created prefix (or, with prefix length 0, the one prefix).
+                entry = table[key] = _Entry()
+            entry.counts += sums[s]
+            entry.last_updated = max(entry.last_updated, int(latest[s]))
+
+    def add_rtt(self, event: RttEvent) -> None:
+        """An RTT of the reply `event.flow`: to its source's prefix (or destination's)."""
+        address = event.flow.daddr if self.config.by_destination else event.flow.saddr
+        family = 0 if address[:12] == _IPV4_MAPPED else 1
+        raw = _address_key(address, family == 1)
+        table = self.copies[self.active][family]
+        entry = table.get(raw & self.masks[family]) or table.get(BACKUP)
+        if entry is not None:
+            entry.add_rtt(event.rtt)
+
+    # -- reporting ------------------------------------------------------------------
+
+    def report(self, now: int) -> list[AggregateEvent]:
+        """Close the interval at `now`: switch copies, report and clear the filled one,
+        dropping prefixes idle for longer than the timeout."""
+        filled = self.active
+        self.active ^= 1
+        events: list[AggregateEvent] = []
+        for family in (0, 1):
+            table = self.copies[filled][family]
+            for key in sorted(table):
+                entry = table[key]
+                expired = self._expired(key, family, entry, now)
+                if not entry.empty():
+                    events.append(self._event(now, key, family, entry))
+                    if not expired:
+                        entry.clear()
+                if expired:
+                    del table[key]
+        return events
+
+    def _expired(self, key: int, family: int, entry: _Entry, now: int) -> bool:
+        timeout = self.config.timeout_ns
+        return (
+            key != BACKUP
+            and self.prefix_len[family] > 0
+            and timeout > 0
+            and now - entry.last_updated > timeout
+        )
+
+    def _event(self, now: int, key: int, family: int, entry: _Entry) -> AggregateEvent:
+        count = int(entry.bins.sum())
+        used = min(entry.rtt_max // AGGREGATE_BIN_WIDTH_NS + 1, AGGREGATE_BINS) if count else 0
+        return AggregateEvent(
+            timestamp=now,
+            prefix=prefix_text(key, family, self.prefix_len[family]),
+            rx=entry.traffic(0),
+            tx=entry.traffic(2 * N_CLASSES),
+            rtt_min=entry.rtt_min,
+            rtt_max=entry.rtt_max,
+            histogram=tuple(entry.bins[:used].tolist()),
+            bin_width=AGGREGATE_BIN_WIDTH_NS,
+        )
+
+
+def prefix_text(key: int, family: int, prefix_len: int) -> str:
+    if key == BACKUP:
+        return "0.0.0.0/0" if family == 0 else "::/0"
+    if family == 0:
+        return f"{ipaddress.IPv4Address(key)}/{prefix_len}"
+    return f"{ipaddress.IPv6Address(key << 64)}/{prefix_len}"
+
+
+def aggregated_replay(
+    engine: Engine,
+    reader: CaptureReader,
+    aggregator: Aggregator,
+    merge_interfaces: bool = False,
+) -> Generator[Event, None, None]:
+    """fastpath.fast_replay with -a: flow and map-full events pass, RTT events go into
+    the aggregates, and a report closes every interval (the last, partial one at the
+    time of the last packet)."""
+    fast = FastReplay(engine, merge_interfaces)
+    header_sent = False
+    last_time: int | None = None
+    for batch in reader.iter_batches():
+        times = batch.timestamps_ns
+        if len(times) == 0:
+            continue
+        if not header_sent:
+            header_sent = True
+            yield aggregator.header(int(times[0]))
+        if times.dtype != np.int64:
+            # Times beyond the year 2262: the RTTs still count, the traffic cannot be
+            # placed in the columns (see docs/aggregation.md).
+            link = 0 if merge_interfaces else batch.interface
+            events = fast._slow(
+                batch.linktype, link, batch.buffer, batch.offsets, batch.caplens,
+                batch.wire_lens, times,
+            )  # fmt: skip
+            yield from _absorb(aggregator, events)
+            continue
+        traffic = decode_traffic(
+            batch.linktype, batch.buffer, batch.offsets, batch.caplens, batch.wire_lens,
+            times, engine.config,
+        )  # fmt: skip
+        points = aggregator.report_points(times)
+        bounds = [0, *(row for row, _ in points), len(times)]
+        dues: list[int | None] = [None, *(due for _, due in points)]
+        for (begin, end), due in zip(itertools.pairwise(bounds), dues, strict=True):
+            if due is not None:
+                yield from aggregator.report(due)
+            if begin == end:
+                continue
+            part = slice(begin, end)
+            aggregator.add_traffic(traffic.part(part))
+            yield from _absorb(
+                aggregator,
+                fast.run_batch(
+                    batch.linktype, batch.interface, batch.buffer, batch.offsets[part],
+                    batch.caplens[part], batch.wire_lens[part], times[part],
+                ),
+            )  # fmt: skip
+        last_time = int(times[-1])
+    if last_time is not None:
+        yield from aggregator.report(last_time)
+
+
+def _absorb(aggregator: Aggregator, events: Iterator[Event]) -> Iterator[Event]:
+    for event in events:
+        if type(event) is RttEvent:
+            aggregator.add_rtt(event)
+        else:
+            yield event
