@@ -176,18 +176,16 @@ def _add_aggregation_options(parser: argparse.ArgumentParser) -> None:
         help="report per-prefix traffic and RTT statistics every S seconds instead of every RTT",
     )
     group.add_argument(
-        "-4",
         "--aggregate-subnets-v4",
         type=_whole_number,
         metavar="LEN",
-        help="IPv4 prefix length to aggregate on (default 24)",
+        help="-4 LEN: IPv4 prefix length to aggregate on (default 24)",
     )
     group.add_argument(
-        "-6",
         "--aggregate-subnets-v6",
         type=_whole_number,
         metavar="LEN",
-        help="IPv6 prefix length to aggregate on (default 48, at most 64)",
+        help="-6 LEN: IPv6 prefix length to aggregate on (default 48, at most 64)",
     )
     group.add_argument(
         "--aggregate-reverse",
@@ -252,8 +250,34 @@ def config_from_args(args: argparse.Namespace) -> Config:
     )
 
 
+# ePPing's short options for the prefix lengths. argparse cannot hold them: an option
+# that looks like a negative number makes it read every negative value ("-r -1") as an
+# option. So they are spelled out before parsing, unless they are an option's value.
+PREFIX_OPTIONS = {"-4": "--aggregate-subnets-v4", "-6": "--aggregate-subnets-v6"}
+
+
+def _spell_out_prefix_options(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    takes_value = {
+        name for action in parser._actions if action.nargs != 0 for name in action.option_strings
+    }
+    spelled: list[str] = []
+    for i, token in enumerate(argv):
+        if i > 0 and argv[i - 1] in takes_value:
+            spelled.append(token)
+        elif token in PREFIX_OPTIONS:
+            spelled.append(PREFIX_OPTIONS[token])
+        elif token[:2] in PREFIX_OPTIONS and len(token) > 2:  # -424: "-4" "24"
+            spelled.extend((PREFIX_OPTIONS[token[:2]], token[2:]))
+        else:
+            spelled.append(token)
+    return spelled
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(
+        _spell_out_prefix_options(parser, list(sys.argv[1:] if argv is None else argv))
+    )
     if args.read is None and not args.interface:
         raise OptionsError("nothing to watch: give --read FILE or -i IFACE")
     if args.read is not None and args.interface:
