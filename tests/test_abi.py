@@ -152,6 +152,7 @@ def test_maps_and_programs_exist() -> None:
         abi.MAP_EVENTS,
         abi.MAP_COUNTERS,
         abi.MAP_WARNINGS,
+        *(name for copy in abi.MAP_AGGREGATES for name in copy),
     }
     functions = {t.name for t in btf_types().values() if t.kind == "FUNC"}
     assert {abi.PROGRAM_INGRESS, abi.PROGRAM_EGRESS} <= functions

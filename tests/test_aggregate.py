@@ -189,7 +189,8 @@ def traffic(rows: list[tuple[int, str, str, int, bool]]) -> Traffic:
     return Traffic(
         times=np.array([r[0] for r in rows], dtype=np.int64),
         counted=np.ones(n, dtype=bool),
-        v6=np.zeros(n, dtype=bool),
+        src_v6=np.zeros(n, dtype=bool),
+        dst_v6=np.zeros(n, dtype=bool),
         src=np.array([key(r[1]) for r in rows], dtype=np.uint64),
         dst=np.array([key(r[2]) for r in rows], dtype=np.uint64),
         length=np.full(n, 100, dtype=np.int64),

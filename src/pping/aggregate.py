@@ -22,6 +22,7 @@ import ipaddress
 import itertools
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -71,13 +72,16 @@ class Traffic:
     is valid, the only ones aggregated.
 
     `src`/`dst` hold what a prefix is cut from: the 32-bit IPv4 address, or the upper
-    64 bits of the IPv6 address. `creates`: the packet enters the RTT pipeline (parsed
-    and tracked), the only packets that may add a prefix to a table.
+    64 bits of the IPv6 address; `src_v6`/`dst_v6` say which (an IPv4-mapped IPv6
+    address is an IPv4 one, as the kernel program sees it). `creates`: the packet
+    enters the RTT pipeline (parsed and tracked), the only packets that may add a
+    prefix to a table.
     """
 
     times: I64
     counted: BOOL
-    v6: BOOL
+    src_v6: BOOL
+    dst_v6: BOOL
     src: U64
     dst: U64
     length: I64
@@ -88,7 +92,8 @@ class Traffic:
         return Traffic(
             self.times[rows],
             self.counted[rows],
-            self.v6[rows],
+            self.src_v6[rows],
+            self.dst_v6[rows],
             self.src[rows],
             self.dst[rows],
             self.length[rows],
@@ -144,8 +149,12 @@ def decode_traffic(
     v4 &= (ihl >= 20) & (_field(ip0, 2, 2) >= ihl)
     v6 = (version == 6) & ((first >> 4) == 6) & (caplens >= l3 + 40) & (_field(ip0, 4, 2) > 0)
     proto = np.where(v4, _field(ip8, 1, 1), _field(ip0, 6, 1))
-    src = np.where(v4, _field(ip8, 4, 4).astype(np.uint64), ip8)
-    dst = np.where(v4, _field(ip16, 0, 4).astype(np.uint64), f.quad(ip + 24))
+    dst_hi, dst_lo = f.quad(ip + 24), f.quad(ip + 32)
+    src_v6 = v6 & ~_mapped(ip8, ip16)
+    dst_v6 = v6 & ~_mapped(dst_hi, dst_lo)
+    low = np.uint64(0xFFFFFFFF)
+    src = np.where(v4, _field(ip8, 4, 4).astype(np.uint64), np.where(src_v6, ip8, ip16 & low))
+    dst = np.where(v4, _field(ip16, 0, 4).astype(np.uint64), np.where(dst_v6, dst_hi, dst_lo & low))
 
     dec = decode(linktype, buf, offsets, caplens)
     usual = dec.cls == TCP_USUAL
@@ -175,13 +184,20 @@ def decode_traffic(
     return Traffic(
         times=times,
         counted=counted,
-        v6=v6,
+        src_v6=src_v6,
+        dst_v6=dst_v6,
         src=src,
         dst=dst,
         length=wire_lens.astype(np.int64),
         cls=cls.astype(np.int8),
         creates=creates & counted,
     )
+
+
+def _mapped(hi: U64, lo: U64) -> BOOL:
+    """Is the IPv6 address (two 64-bit halves) IPv4-mapped (::ffff:a.b.c.d)?"""
+    mapped: BOOL = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    return mapped
 
 
 def _traffic_by_parser(
@@ -197,7 +213,8 @@ def _traffic_by_parser(
     infos = _parsed_rows(linktype, buf, offsets, caplens, wire_lens, np.arange(len(offsets)))
     n = len(infos)
     counted = np.zeros(n, dtype=bool)
-    v6 = np.zeros(n, dtype=bool)
+    src_v6 = np.zeros(n, dtype=bool)
+    dst_v6 = np.zeros(n, dtype=bool)
     src = np.zeros(n, dtype=np.uint64)
     dst = np.zeros(n, dtype=np.uint64)
     cls = np.full(n, OTHER, dtype=np.int8)
@@ -206,17 +223,47 @@ def _traffic_by_parser(
         if info is None:
             continue
         counted[row] = True
-        v6[row] = is_v6 = info.saddr[:12] != _IPV4_MAPPED
-        src[row] = _address_key(info.saddr, is_v6)
-        dst[row] = _address_key(info.daddr, is_v6)
+        src_v6[row], src[row] = _address_key(info.saddr)
+        dst_v6[row], dst[row] = _address_key(info.daddr)
         cls[row] = TCP_TS if info.proto == IPPROTO_TCP else OTHER
         creates[row] = _tracked(info, config)
-    return Traffic(times, counted, v6, src, dst, wire_lens.astype(np.int64), cls, creates)
+    return Traffic(
+        times, counted, src_v6, dst_v6, src, dst, wire_lens.astype(np.int64), cls, creates
+    )
 
 
-def _address_key(address: bytes, is_v6: bool) -> int:
-    """What a prefix is cut from: the IPv4 address, or the upper half of the IPv6 one."""
-    return int.from_bytes(address[:8] if is_v6 else address[12:], "big")
+def _address_key(address: bytes) -> tuple[bool, int]:
+    """(IPv6?, what a prefix is cut from: the IPv4 address or the upper half of the
+    IPv6 one) of a 16-byte address."""
+    if address[:12] == _IPV4_MAPPED:
+        return False, int.from_bytes(address[12:], "big")
+    return True, int.from_bytes(address[:8], "big")
+
+
+def _interleave(first: npt.NDArray[Any], second: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    both = np.empty(2 * len(first), dtype=first.dtype)
+    both[0::2] = first
+    both[1::2] = second
+    return both
+
+
+@dataclass(slots=True)
+class _Lookups:
+    """Prefix lookups in packet order: key, family, may create, time, the column of the
+    entry's counts (rx or tx, by class), bytes."""
+
+    keys: U64
+    v6: BOOL
+    creates: BOOL
+    times: I64
+    column: I64
+    length: I64
+
+    def part(self, rows: I64) -> _Lookups:
+        return _Lookups(
+            self.keys[rows], self.v6[rows], self.creates[rows], self.times[rows],
+            self.column[rows], self.length[rows],
+        )  # fmt: skip
 
 
 class _Entry:
@@ -253,6 +300,46 @@ class _Entry:
         )
 
 
+class IntervalClock:
+    """When intervals end, in capture time: on a grid of `interval` from the first
+    packet; after a gap longer than an interval, one report at the first boundary it
+    passed, and the grid goes on from there."""
+
+    def __init__(self, interval_ns: int) -> None:
+        self.interval_ns = interval_ns
+        self.next_due: int | None = None
+
+    def due(self, now: int) -> int | None:
+        """The boundary to report before a packet at `now`, if one has passed."""
+        if self.next_due is None:
+            self.next_due = now + self.interval_ns
+            return None
+        if now < self.next_due:
+            return None
+        due = self.next_due
+        self.next_due = due + ((now - due) // self.interval_ns + 1) * self.interval_ns
+        return due
+
+    def points(self, times: I64) -> list[tuple[int, int]]:
+        """`due` for each of `times` in turn: (row, boundary) where one is reported."""
+        points: list[tuple[int, int]] = []
+        if len(times) == 0:
+            return points
+        start = 0
+        if self.next_due is None:
+            self.next_due = int(times[0]) + self.interval_ns
+            start = 1
+        while True:
+            late = np.flatnonzero(times[start:] >= self.next_due)
+            if late.size == 0:
+                return points
+            row = start + int(late[0])
+            due = self.due(int(times[row]))
+            assert due is not None
+            points.append((row, due))
+            start = row + 1
+
+
 class Aggregator:
     """The prefix tables of both families, double-buffered; see the module doc."""
 
@@ -269,7 +356,7 @@ class Aggregator:
             [self._fresh_table(family) for family in (0, 1)] for _ in (0, 1)
         ]
         self.active = 0
-        self.next_due: int | None = None
+        self.clock = IntervalClock(config.interval_ns)
 
     def _fresh_table(self, family: int) -> dict[int, _Entry]:
         return {BACKUP: _Entry()} if self.prefix_len[family] > 0 else {}
@@ -290,50 +377,43 @@ class Aggregator:
 
     def report_points(self, times: I64) -> list[tuple[int, int]]:
         """(row, boundary) pairs: before `row` the interval ending at `boundary` is
-        reported. Boundaries lie on a grid of `interval` from the first packet; a gap
-        longer than an interval gives one report, at the first boundary it passed."""
-        points: list[tuple[int, int]] = []
-        if len(times) == 0:
-            return points
-        interval = self.config.interval_ns
-        if self.next_due is None:
-            self.next_due = int(times[0]) + interval
-        start = 0
-        while True:
-            late = np.flatnonzero(times[start:] >= self.next_due)
-            if late.size == 0:
-                return points
-            row = start + int(late[0])
-            due = self.next_due
-            points.append((row, due))
-            self.next_due = due + ((int(times[row]) - due) // interval + 1) * interval
-            start = row + 1
+        reported (see IntervalClock)."""
+        return self.clock.points(times)
 
     # -- accounting ---------------------------------------------------------------
 
     def add_traffic(self, traffic: Traffic) -> None:
         """Count the rows (in order, all within the current interval)."""
+        rows = np.flatnonzero(traffic.counted)
+        if rows.size == 0:
+            return
+        t = traffic.part(rows)
+        # Each packet looks up its source prefix (rx), then its destination prefix (tx).
+        lookups = _Lookups(
+            keys=_interleave(t.src, t.dst),
+            v6=_interleave(t.src_v6, t.dst_v6),
+            creates=np.repeat(t.creates, 2),
+            times=np.repeat(t.times, 2),
+            column=_interleave(t.cls.astype(np.int64), t.cls.astype(np.int64) + 2 * N_CLASSES),
+            length=np.repeat(t.length, 2),
+        )
         for family in (0, 1):
-            rows = np.flatnonzero(traffic.counted & (traffic.v6 == bool(family)))
-            if rows.size:
-                self._add_family(family, traffic.part(rows))
+            chosen = np.flatnonzero(lookups.v6 == bool(family))
+            if chosen.size:
+                self._add_family(family, lookups.part(chosen))
 
-    def _add_family(self, family: int, t: Traffic) -> None:
+    def _add_family(self, family: int, lookups: _Lookups) -> None:
         table = self.copies[self.active][family]
-        mask = np.uint64(self.masks[family])
-        n = len(t.times)
-        # Each packet looks up its source prefix, then its destination prefix.
-        keys = np.empty(2 * n, dtype=np.uint64)
-        keys[0::2] = t.src & mask
-        keys[1::2] = t.dst & mask
-        creates = np.repeat(t.creates, 2)
-        prefixes, inverse = np.unique(keys, return_inverse=True)
+        n = len(lookups.keys)
+        prefixes, inverse = np.unique(
+            lookups.keys & np.uint64(self.masks[family]), return_inverse=True
+        )
         inverse = inverse.reshape(-1)
-        known = [int(k) in table for k in prefixes.tolist()]
+        known = np.array([int(k) in table for k in prefixes.tolist()], dtype=bool)
         # New prefixes get a place in the order they are first met by a packet that may
         # create one, while places are free; the others fall to the backup entry.
-        created_at = np.full(len(prefixes), 2 * n, dtype=np.int64)
-        creating = np.flatnonzero(creates)
+        created_at = np.full(len(prefixes), n, dtype=np.int64)
+        creating = np.flatnonzero(lookups.creates)
         if creating.size:
             first_ids, first = np.unique(inverse[creating], return_index=True)
             order = np.argsort(creating[first], kind="stable")
@@ -341,31 +421,19 @@ class Aggregator:
             for index, position in zip(
                 first_ids[order].tolist(), creating[first][order].tolist(), strict=True
             ):
-                if known[index]:
-                    continue
                 if free <= 0:
                     break
-                created_at[index] = position
-                free -= 1
-        positions = np.arange(2 * n)
-        found = np.array(known, dtype=bool)[inverse] | (created_at[inverse] <= positions)
+                if not known[index]:
+                    created_at[index] = position
+                    free -= 1
+        found = known[inverse] | (created_at[inverse] <= np.arange(n))
         slot = np.where(found, inverse, len(prefixes))  # len(prefixes): the backup entry
-        self._accumulate(table, prefixes, created_at < 2 * n, slot, t)
-
-    def _accumulate(
-        self, table: dict[int, _Entry], prefixes: U64, created: BOOL, slot: I64, t: Traffic
-    ) -> None:
-        n_slots = len(prefixes) + 1
-        cls = t.cls.astype(np.int64)
-        length = t.length
-        sums = np.zeros((n_slots, 4 * N_CLASSES), dtype=np.int64)
-        for side, slots in ((0, slot[0::2]), (2 * N_CLASSES, slot[1::2])):
-            np.add.at(sums, (slots, side + cls), 1)
-            np.add.at(sums, (slots, side + N_CLASSES + cls), length)
-        latest = np.zeros(n_slots, dtype=np.int64)
-        np.maximum.at(latest, slot, np.repeat(t.times, 2))
-        used = np.flatnonzero(sums.any(axis=1))
-        for s in used.tolist():
+        sums = np.zeros((len(prefixes) + 1, 4 * N_CLASSES), dtype=np.int64)
+        np.add.at(sums, (slot, lookups.column), 1)
+        np.add.at(sums, (slot, lookups.column + N_CLASSES), lookups.length)
+        latest = np.zeros(len(prefixes) + 1, dtype=np.int64)
+        np.maximum.at(latest, slot, lookups.times)
+        for s in np.flatnonzero(sums.any(axis=1)).tolist():
             key = BACKUP if s == len(prefixes) else int(prefixes[s])
             entry = table.get(key)
             if entry is None:
@@ -377,8 +445,8 @@ class Aggregator:
     def add_rtt(self, event: RttEvent) -> None:
         """An RTT of the reply `event.flow`: to its source's prefix (or destination's)."""
         address = event.flow.daddr if self.config.by_destination else event.flow.saddr
-        family = 0 if address[:12] == _IPV4_MAPPED else 1
-        raw = _address_key(address, family == 1)
+        is_v6, raw = _address_key(address)
+        family = int(is_v6)
         table = self.copies[self.active][family]
         entry = table.get(raw & self.masks[family]) or table.get(BACKUP)
         if entry is not None:
@@ -391,42 +459,51 @@ class Aggregator:
         dropping prefixes idle for longer than the timeout."""
         filled = self.active
         self.active ^= 1
-        events: list[AggregateEvent] = []
-        for family in (0, 1):
-            table = self.copies[filled][family]
-            for key in sorted(table):
-                entry = table[key]
-                expired = self._expired(key, family, entry, now)
-                if not entry.empty():
-                    events.append(self._event(now, key, family, entry))
-                    if not expired:
-                        entry.clear()
-                if expired:
-                    del table[key]
-        return events
+        return [
+            event
+            for family in (0, 1)
+            for event in report_table(self.config, family, self.copies[filled][family], now)
+        ]
 
-    def _expired(self, key: int, family: int, entry: _Entry, now: int) -> bool:
-        timeout = self.config.timeout_ns
-        return (
+
+def report_table(
+    config: AggregateConfig, family: int, table: dict[int, _Entry], now: int
+) -> list[AggregateEvent]:
+    """Report a filled table copy at `now` and prepare it for its next turn: the
+    prefixes with traffic are reported, then cleared, or removed if idle for longer than
+    the timeout (as are idle prefixes without traffic). The backup entry stays."""
+    prefix_len = (config.ipv4_prefix_len, config.ipv6_prefix_len)[family]
+    events: list[AggregateEvent] = []
+    for key in sorted(table):
+        entry = table[key]
+        expired = (
             key != BACKUP
-            and self.prefix_len[family] > 0
-            and timeout > 0
-            and now - entry.last_updated > timeout
+            and prefix_len > 0
+            and config.timeout_ns > 0
+            and now - entry.last_updated > config.timeout_ns
         )
+        if not entry.empty():
+            events.append(_event(now, prefix_text(key, family, prefix_len), entry))
+            if not expired:
+                entry.clear()
+        if expired:
+            del table[key]
+    return events
 
-    def _event(self, now: int, key: int, family: int, entry: _Entry) -> AggregateEvent:
-        count = int(entry.bins.sum())
-        used = min(entry.rtt_max // AGGREGATE_BIN_WIDTH_NS + 1, AGGREGATE_BINS) if count else 0
-        return AggregateEvent(
-            timestamp=now,
-            prefix=prefix_text(key, family, self.prefix_len[family]),
-            rx=entry.traffic(0),
-            tx=entry.traffic(2 * N_CLASSES),
-            rtt_min=entry.rtt_min,
-            rtt_max=entry.rtt_max,
-            histogram=tuple(entry.bins[:used].tolist()),
-            bin_width=AGGREGATE_BIN_WIDTH_NS,
-        )
+
+def _event(now: int, prefix: str, entry: _Entry) -> AggregateEvent:
+    count = int(entry.bins.sum())
+    used = min(entry.rtt_max // AGGREGATE_BIN_WIDTH_NS + 1, AGGREGATE_BINS) if count else 0
+    return AggregateEvent(
+        timestamp=now,
+        prefix=prefix,
+        rx=entry.traffic(0),
+        tx=entry.traffic(2 * N_CLASSES),
+        rtt_min=entry.rtt_min,
+        rtt_max=entry.rtt_max,
+        histogram=tuple(entry.bins[:used].tolist()),
+        bin_width=AGGREGATE_BIN_WIDTH_NS,
+    )
 
 
 def prefix_text(key: int, family: int, prefix_len: int) -> str:
