@@ -134,8 +134,9 @@ def decode_traffic(
     """The Traffic rows of a capture batch (docs/aggregation.md, "What is counted").
 
     Vectorised for the link types the fast path decodes; the parser itself decides
-    only for TCP packets without a timestamp option at its usual place, ICMP, and IPv6
-    packets with extension headers. Packets that are not IP are left out.
+    only for TCP packets without a timestamp option at its usual place, ICMP, IPv6
+    packets with extension headers, and packets whose IP header numpy does not find
+    (these count only if the parser accepts them).
     """
     if linktype not in LINK_HEADER:
         return _traffic_by_parser(linktype, buf, offsets, caplens, wire_lens, times, config)
@@ -178,6 +179,19 @@ def decode_traffic(
         rows.tolist(), _parsed_rows(linktype, buf, offsets, caplens, wire_lens, rows), strict=True
     ):
         if info is not None:
+            tcp_ts[row] = info.proto == IPPROTO_TCP
+            creates[row] = _tracked(info, config)
+    # Where numpy finds no IP header (MPLS, PPPoE, not IP...), the parser has the last
+    # word: a packet it accepts counts, with its addresses.
+    rows = np.flatnonzero(version == 0)
+    for row, info in zip(
+        rows.tolist(), _parsed_rows(linktype, buf, offsets, caplens, wire_lens, rows), strict=True
+    ):
+        if info is not None:
+            counted[row] = True
+            src_v6[row], src[row] = _address_key(info.saddr)
+            dst_v6[row], dst[row] = _address_key(info.daddr)
+            proto[row] = info.proto
             tcp_ts[row] = info.proto == IPPROTO_TCP
             creates[row] = _tracked(info, config)
     cls = np.where(tcp_ts, TCP_TS, np.where(proto == IPPROTO_TCP, TCP_NOTS, OTHER))
@@ -266,7 +280,7 @@ class _Lookups:
         )  # fmt: skip
 
 
-class _Entry:
+class Entry:
     """The statistics of one prefix in one table copy."""
 
     __slots__ = ("bins", "counts", "last_updated", "rtt_max", "rtt_min")
@@ -352,14 +366,14 @@ class Aggregator:
         )
         # copies[instance][family]: prefix key -> entry. The backup entry is there from
         # the start and takes one of the max_prefixes places (as ePPing's).
-        self.copies: list[list[dict[int, _Entry]]] = [
+        self.copies: list[list[dict[int, Entry]]] = [
             [self._fresh_table(family) for family in (0, 1)] for _ in (0, 1)
         ]
         self.active = 0
         self.clock = IntervalClock(config.interval_ns)
 
-    def _fresh_table(self, family: int) -> dict[int, _Entry]:
-        return {BACKUP: _Entry()} if self.prefix_len[family] > 0 else {}
+    def _fresh_table(self, family: int) -> dict[int, Entry]:
+        return {BACKUP: Entry()} if self.prefix_len[family] > 0 else {}
 
     def header(self, now: int) -> AggregateHeader:
         c = self.config
@@ -431,14 +445,16 @@ class Aggregator:
         sums = np.zeros((len(prefixes) + 1, 4 * N_CLASSES), dtype=np.int64)
         np.add.at(sums, (slot, lookups.column), 1)
         np.add.at(sums, (slot, lookups.column + N_CLASSES), lookups.length)
-        latest = np.zeros(len(prefixes) + 1, dtype=np.int64)
+        # Capture times beyond int64 come as Python ints (object arrays).
+        latest = np.zeros(len(prefixes) + 1, dtype=lookups.times.dtype)
         np.maximum.at(latest, slot, lookups.times)
         for s in np.flatnonzero(sums.any(axis=1)).tolist():
             key = BACKUP if s == len(prefixes) else int(prefixes[s])
             entry = table.get(key)
             if entry is None:
-                # A created prefix (or, with prefix length 0, the one prefix).
-                entry = table[key] = _Entry()
+                if key == BACKUP:
+                    continue  # prefix length 0: no backup entry, the packets are lost
+                entry = table[key] = Entry()  # a created prefix
             entry.counts += sums[s]
             entry.last_updated = max(entry.last_updated, int(latest[s]))
 
@@ -467,7 +483,7 @@ class Aggregator:
 
 
 def report_table(
-    config: AggregateConfig, family: int, table: dict[int, _Entry], now: int
+    config: AggregateConfig, family: int, table: dict[int, Entry], now: int
 ) -> list[AggregateEvent]:
     """Report a filled table copy at `now` and prepare it for its next turn: the
     prefixes with traffic are reported, then cleared, or removed if idle for longer than
@@ -491,7 +507,7 @@ def report_table(
     return events
 
 
-def _event(now: int, prefix: str, entry: _Entry) -> AggregateEvent:
+def _event(now: int, prefix: str, entry: Entry) -> AggregateEvent:
     count = int(entry.bins.sum())
     used = min(entry.rtt_max // AGGREGATE_BIN_WIDTH_NS + 1, AGGREGATE_BINS) if count else 0
     return AggregateEvent(
@@ -533,16 +549,6 @@ def aggregated_replay(
         if not header_sent:
             header_sent = True
             yield aggregator.header(int(times[0]))
-        if times.dtype != np.int64:
-            # Times beyond the year 2262: the RTTs still count, the traffic cannot be
-            # placed in the columns (see docs/aggregation.md).
-            link = 0 if merge_interfaces else batch.interface
-            events = fast._slow(
-                batch.linktype, link, batch.buffer, batch.offsets, batch.caplens,
-                batch.wire_lens, times,
-            )  # fmt: skip
-            yield from _absorb(aggregator, events)
-            continue
         traffic = decode_traffic(
             batch.linktype, batch.buffer, batch.offsets, batch.caplens, batch.wire_lens,
             times, engine.config,
@@ -557,13 +563,16 @@ def aggregated_replay(
                 continue
             part = slice(begin, end)
             aggregator.add_traffic(traffic.part(part))
-            yield from _absorb(
-                aggregator,
-                fast.run_batch(
-                    batch.linktype, batch.interface, batch.buffer, batch.offsets[part],
-                    batch.caplens[part], batch.wire_lens[part], times[part],
-                ),
+            columns = (
+                batch.buffer, batch.offsets[part], batch.caplens[part], batch.wire_lens[part],
+                times[part],
             )  # fmt: skip
+            if times.dtype == np.int64:
+                events = fast.run_batch(batch.linktype, batch.interface, *columns)
+            else:  # times beyond the year 2262: exact ints, the slow way (as fast_replay)
+                link = 0 if merge_interfaces else batch.interface
+                events = fast._slow(batch.linktype, link, *columns)
+            yield from _absorb(aggregator, events)
         last_time = int(times[-1])
     if last_time is not None:
         yield from aggregator.report(last_time)

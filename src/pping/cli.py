@@ -287,8 +287,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.aggregate is not None:
         if args.machine or args.format == "ppviz":
             raise OptionsError("-a: the ppviz and -m formats have no aggregated output")
-        if args.interface or args.datapath == "kernel":
-            raise OptionsError("-a is not supported by the kernel data path yet: use --read")
+        if args.interface:
+            raise OptionsError("-a is not supported for live monitoring yet: use --read")
     aggregate_config_from_args(args)  # validates
     if args.interface and args.ingress_hook == "xdp":
         raise OptionsError("-I xdp is not supported yet: the kernel program has tc hooks only")
@@ -311,13 +311,15 @@ def run_capture(
     try:
         with open_capture(args.read) as reader:
             aggregate = aggregate_config_from_args(args)
-            if aggregate is not None:
-                aggregator = Aggregator(aggregate)
-                events = aggregated_replay(engine, reader, aggregator, args.merge_interfaces)
-            elif args.datapath == "kernel":
+            if args.datapath == "kernel":
                 from .kernel.replay import kernel_replay  # only when asked: ctypes, libbpf
 
-                events = kernel_replay(reader, config, args.merge_interfaces, engine.counters)
+                events = kernel_replay(
+                    reader, config, args.merge_interfaces, engine.counters, aggregate=aggregate
+                )
+            elif aggregate is not None:
+                aggregator = Aggregator(aggregate)
+                events = aggregated_replay(engine, reader, aggregator, args.merge_interfaces)
             else:
                 events = fast_replay(engine, reader, args.merge_interfaces)
             # closing(): if the sink fails mid-way, the data path still finishes its
