@@ -396,7 +396,7 @@ def test_totals_match_a_scalar_oracle(
         ["-a", "1", "--max-prefixes", "1"],
         ["-a", "1", "-F", "ppviz"],
         ["-a", "1", "-m"],
-        ["-a", "1", "-i", "lo"],
+        ["-a", "1", "-i", "lo", "-F", "ppviz"],
         ["-4", "16"],
         ["--aggregate-reverse"],
     ],

@@ -284,11 +284,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise OptionsError("--read and -i cannot be combined")
     if args.machine and args.format != "standard":
         raise OptionsError("-m is a format of its own: do not combine it with -F")
-    if args.aggregate is not None:
-        if args.machine or args.format == "ppviz":
-            raise OptionsError("-a: the ppviz and -m formats have no aggregated output")
-        if args.interface:
-            raise OptionsError("-a is not supported for live monitoring yet: use --read")
+    if args.aggregate is not None and (args.machine or args.format == "ppviz"):
+        raise OptionsError("-a: the ppviz and -m formats have no aggregated output")
     aggregate_config_from_args(args)  # validates
     if args.interface and args.ingress_hook == "xdp":
         raise OptionsError("-I xdp is not supported yet: the kernel program has tc hooks only")
@@ -358,7 +355,12 @@ def run_live(
         out.flush()  # live output is read as it comes, often through a pipe
 
     try:
-        monitor = LiveMonitor(config_from_args(args), args.interface, err=errors)
+        monitor = LiveMonitor(
+            config_from_args(args),
+            args.interface,
+            err=errors,
+            aggregate=aggregate_config_from_args(args),
+        )
         monitor.run(sink, on_wake=on_wake)
     finally:
         try:

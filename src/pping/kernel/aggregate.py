@@ -10,6 +10,8 @@ remove is deleted from the map, the rest is written back cleared.
 from __future__ import annotations
 
 import ctypes
+import platform
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,22 @@ from ..config import AggregateConfig
 from ..events import AggregateEvent
 from . import abi, libbpf
 from .program import PpingProgram
+
+# membarrier(2): MEMBARRIER_CMD_GLOBAL waits for an RCU grace period, so every program
+# run that may still have read the old `agg_active` has finished when it returns.
+_MEMBARRIER_SYSCALL = {"x86_64": 324, "aarch64": 283, "riscv64": 283, "ppc64le": 365}
+_MEMBARRIER_CMD_GLOBAL = 1
+
+
+def wait_for_programs() -> None:
+    """Live: return once no program run that began before the call is still running."""
+    number = _MEMBARRIER_SYSCALL.get(platform.machine())
+    if number is not None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(number, _MEMBARRIER_CMD_GLOBAL, 0, 0) == 0:
+            return
+    # No membarrier here: a program run lasts microseconds; a millisecond is ample.
+    time.sleep(0.001)
 
 
 def _key(prefix: int, backup: bool) -> npt.NDArray[Any]:
