@@ -1251,13 +1251,50 @@ static __noinline void process_packet(struct __sk_buff *skb, struct packet_info 
 	close_flows(&key, dual, forward, reverse, info, now);
 }
 
+/*
+ * -a: the packet's time and length on the wire. Read only with -a: without it
+ * a skipped packet needs neither (bpf_ktime_get_ns() is a third of the cost of
+ * a skipped packet).
+ */
+static __always_inline __u64 aggregate_time(struct __sk_buff *skb)
+{
+	if (config.replay)
+		return *(volatile __u64 *)&skb->tstamp;
+	return bpf_ktime_get_ns();
+}
+
+static __always_inline __u32 aggregate_length(struct __sk_buff *skb)
+{
+	/* verifier: both read unconditionally, as in pping() below. */
+	__u32 len = *(volatile __u32 *)&skb->len;
+	__u32 wire_len = *(volatile __u32 *)&skb->cb[AGG_CB_WIRE_LEN];
+
+	/* Replay: the frame run may be shorter than the packet captured. */
+	return config.replay ? wire_len : len;
+}
+
 static __always_inline int pping(struct __sk_buff *skb, int is_ingress)
 {
 	struct packet_info info = {};
-	__u32 mark, ifindex, len, cb_len, cb_flags, flags = 0;
-	__u64 now, tstamp;
+	__u32 mark, ifindex, flags = 0;
+	__u64 now = 0, tstamp;
 	int reason;
 
+	if (config.aggregate && config.replay)
+		flags = *(volatile __u32 *)&skb->cb[AGG_CB_FLAGS];
+	if (!(flags & AGG_FLAG_TRAFFIC_ONLY))
+		count(COUNTER_PACKETS);
+	reason = parse_packet(skb, &info);
+	if (config.aggregate) {
+		now = aggregate_time(skb);
+		aggregate_packet(&info, reason, aggregate_length(skb), flags, now);
+		if (flags & AGG_FLAG_TRAFFIC_ONLY)
+			return TC_ACT_UNSPEC;
+	}
+	if (reason) {
+		count(reason);
+		return TC_ACT_UNSPEC;
+	}
 	/* verifier: the context is read unconditionally, with volatile loads;
 	 * loads under the branch below get merged by clang into one load
 	 * through a selected pointer, which the verifier refuses
@@ -1265,34 +1302,16 @@ static __always_inline int pping(struct __sk_buff *skb, int is_ingress)
 	tstamp = *(volatile __u64 *)&skb->tstamp;
 	mark = *(volatile __u32 *)&skb->mark;
 	ifindex = *(volatile __u32 *)&skb->ifindex;
-	len = *(volatile __u32 *)&skb->len;
-	cb_len = *(volatile __u32 *)&skb->cb[AGG_CB_WIRE_LEN];
-	cb_flags = *(volatile __u32 *)&skb->cb[AGG_CB_FLAGS];
 	if (config.replay) {
 		/* Replay (BPF_PROG_TEST_RUN): user space passes the capture time
-		 * and the capture's interface in the context, with -a the
-		 * packet's length on the wire and how to count it. */
+		 * and the capture's interface in the context. */
 		now = tstamp;
-		if (config.aggregate) {
-			len = cb_len;
-			flags = cb_flags;
-		}
+		info.key.link = mark;
 	} else {
-		now = bpf_ktime_get_ns();
+		if (!config.aggregate)
+			now = bpf_ktime_get_ns();
+		info.key.link = ifindex;
 	}
-
-	if (!(flags & AGG_FLAG_TRAFFIC_ONLY))
-		count(COUNTER_PACKETS);
-	reason = parse_packet(skb, &info);
-	if (config.aggregate)
-		aggregate_packet(&info, reason, len, flags, now);
-	if (flags & AGG_FLAG_TRAFFIC_ONLY)
-		return TC_ACT_UNSPEC;
-	if (reason) {
-		count(reason);
-		return TC_ACT_UNSPEC;
-	}
-	info.key.link = config.replay ? mark : ifindex;
 	process_packet(skb, &info, now, is_ingress);
 	return TC_ACT_UNSPEC;
 }
