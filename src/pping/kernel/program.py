@@ -158,10 +158,12 @@ class PpingProgram:
             for copy in abi.MAP_AGGREGATES:
                 for name in copy:
                     # Without -a the maps stay unused: keep them as small as can be.
+                    # Never preallocated: a per-CPU entry is over 1 KiB per CPU, four
+                    # maps of 16384 would take hundreds of MiB on a large machine, and
+                    # new prefixes are rare next to packets.
                     prefixes = obj.map(name)
                     prefixes.set_max_entries(aggregate.max_prefixes if aggregate else 1)
-                    if not preallocate or aggregate is None:
-                        prefixes.add_flags(libbpf.BPF_F_NO_PREALLOC)
+                    prefixes.add_flags(libbpf.BPF_F_NO_PREALLOC)
             for name in (abi.PROGRAM_INGRESS, abi.PROGRAM_EGRESS):
                 obj.program(name).set_autoload(name in wanted)
             obj.load()
