@@ -45,6 +45,10 @@ def direction_is_old(age: Any, waiting: Any, icmp: Any) -> Any:
 DEFAULT_MAX_TIMESTAMPS = 131072
 DEFAULT_MAX_FLOWS = 131072
 
+# Bursts (docs/sampling.md): the seed design's example is a few packets within 4 ms.
+DEFAULT_BURST_WINDOW_NS = 4 * NS_PER_MS
+MAX_BURST_PACKETS = 255  # the kernel keeps the packets left in one byte
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -60,6 +64,8 @@ class Config:
     include_local: bool = False
     max_timestamps: int = DEFAULT_MAX_TIMESTAMPS
     max_flows: int = DEFAULT_MAX_FLOWS
+    burst_packets: int = 0
+    burst_window_ns: int = DEFAULT_BURST_WINDOW_NS
 
     def __post_init__(self) -> None:
         if self.rate_limit_ns < 0:
@@ -72,6 +78,10 @@ class Config:
             raise OptionsError("nothing to track: enable --tcp and/or --icmp")
         if self.max_timestamps < 1 or self.max_flows < 1:
             raise OptionsError("table sizes must be at least 1")
+        if not 0 <= self.burst_packets <= MAX_BURST_PACKETS:
+            raise OptionsError(f"--burst must be between 0 and {MAX_BURST_PACKETS}")
+        if self.burst_window_ns < 1:
+            raise OptionsError("--burst-window must be positive")
 
 
 # Aggregation (-a): docs/aggregation.md.

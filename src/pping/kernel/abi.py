@@ -48,11 +48,14 @@ class PpingConfig(ctypes.Structure):
         ("local_filter", U8),
         ("replay", U8),
         ("reserved", U8),
+        ("burst_packets", U32),
+        ("reserved2", U32),
+        ("burst_window", U64),
         ("agg_ipv6_mask", U64),
         ("agg_ipv4_mask", U32),
         ("aggregate", U8),
         ("agg_by_dst", U8),
-        ("reserved2", U8 * 2),
+        ("reserved3", U8 * 2),
     ]
 
 
@@ -82,12 +85,16 @@ class FlowState(ctypes.Structure):
         ("sent_bytes", U64),
         ("rec_pkts", U64),
         ("rec_bytes", U64),
+        ("previous_window", U64),
         ("last_id", U32),
         ("outstanding", U32),
         ("conn_state", U8),
         ("has_been_timestamped", U8),
         ("opening_reason", U8),
-        ("reserved", U8 * 5),
+        ("burst_left", U8),
+        ("window_reported", U8),
+        ("previous_reported", U8),
+        ("reserved", U8 * 2),
     ]
 
 

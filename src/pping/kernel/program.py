@@ -79,6 +79,8 @@ def config_struct(
         include_syn=int(config.include_syn),
         local_filter=int(local_filter),
         replay=int(replay),
+        burst_packets=config.burst_packets,
+        burst_window=min(config.burst_window_ns, libbpf.U64_MAX),
         agg_ipv6_mask=((1 << 64) - 1 << (64 - v6_len)) & libbpf.U64_MAX,
         agg_ipv4_mask=(0xFFFFFFFF << (32 - v4_len)) & 0xFFFFFFFF,
         aggregate=int(aggregate is not None),
