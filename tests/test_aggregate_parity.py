@@ -23,6 +23,7 @@ OPTION_SETS = {
     "reverse-short-prefixes": ["-a", "2", "-4", "16", "-6", "64", "--aggregate-reverse"],
     "tiny-tables-timeout": ["-a", "1", "--max-prefixes", "3", "--aggregate-timeout", "1", "-C"],
     "one-prefix": ["-a", "3", "-4", "0", "-6", "0", "-T", "-C"],
+    "bursts": ["-a", "1", "-r", "100", "--burst", "4", "-s"],  # one RTT per window
 }
 
 
