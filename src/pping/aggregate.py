@@ -18,6 +18,7 @@ catches the traffic of new prefixes once it is full.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 from collections.abc import Generator, Iterator
@@ -140,6 +141,52 @@ def decode_traffic(
     """
     if linktype not in LINK_HEADER:
         return _traffic_by_parser(linktype, buf, offsets, caplens, wire_lens, times, config)
+    t, proto, version = _ip_headers(linktype, buf, offsets, caplens, wire_lens, times)
+    dec = decode(linktype, buf, offsets, caplens)
+    usual = dec.cls == TCP_USUAL  # TCP with its timestamp option where Linux puts it
+    tcp_ts = usual.copy()
+    t.creates = usual & config.track_tcp
+    if not config.include_syn:
+        t.creates &= (dec.flags & TCP_SYN) == 0
+    unsettled = (
+        t.counted
+        & ~usual
+        & (
+            (proto == IPPROTO_TCP)
+            | (proto == IPPROTO_ICMP)
+            | (proto == IPPROTO_ICMPV6)
+            | ((version == 6) & np.isin(proto, IPV6_EXTENSIONS))
+        )
+    )
+    parse = functools.partial(_parsed_rows, linktype, buf, offsets, caplens, wire_lens)
+    rows = np.flatnonzero(unsettled)
+    for row, info in zip(rows.tolist(), parse(rows), strict=True):
+        if info is not None:
+            tcp_ts[row] = info.proto == IPPROTO_TCP
+            t.creates[row] = _tracked(info, config)
+    # Where numpy finds no IP header (MPLS, PPPoE, not IP...), the parser has the last
+    # word: a packet it accepts counts, with its addresses.
+    rows = np.flatnonzero(version == 0)
+    for row, info in zip(rows.tolist(), parse(rows), strict=True):
+        if info is not None:
+            t.counted[row] = True
+            t.src_v6[row], t.src[row] = _address_key(info.saddr)
+            t.dst_v6[row], t.dst[row] = _address_key(info.daddr)
+            proto[row] = info.proto
+            tcp_ts[row] = info.proto == IPPROTO_TCP
+            t.creates[row] = _tracked(info, config)
+    cls = np.where(tcp_ts, TCP_TS, np.where(proto == IPPROTO_TCP, TCP_NOTS, OTHER))
+    t.cls = cls.astype(np.int8)
+    t.creates &= t.counted
+    return t
+
+
+def _ip_headers(
+    linktype: int, buf: bytes, offsets: I64, caplens: I64, wire_lens: I64, times: I64
+) -> tuple[Traffic, I64, I64]:
+    """Traffic rows from the IP headers alone (class and `creates` still to be set),
+    the protocol of the fixed IP header, and the IP version the link layer gives
+    (0: numpy finds no IP header)."""
     f = _Fields(buf)
     l3, version = _l3_offsets(linktype, f, offsets)
     ip = offsets + l3
@@ -156,56 +203,19 @@ def decode_traffic(
     low = np.uint64(0xFFFFFFFF)
     src = np.where(v4, _field(ip8, 4, 4).astype(np.uint64), np.where(src_v6, ip8, ip16 & low))
     dst = np.where(v4, _field(ip16, 0, 4).astype(np.uint64), np.where(dst_v6, dst_hi, dst_lo & low))
-
-    dec = decode(linktype, buf, offsets, caplens)
-    usual = dec.cls == TCP_USUAL
-    tcp_ts = usual.copy()
-    creates = usual & config.track_tcp
-    if not config.include_syn:
-        creates &= (dec.flags & TCP_SYN) == 0
-    counted = v4 | v6
-    unsettled = (
-        counted
-        & ~usual
-        & (
-            (proto == IPPROTO_TCP)
-            | (proto == IPPROTO_ICMP)
-            | (proto == IPPROTO_ICMPV6)
-            | (v6 & np.isin(proto, IPV6_EXTENSIONS))
-        )
-    )
-    rows = np.flatnonzero(unsettled)
-    for row, info in zip(
-        rows.tolist(), _parsed_rows(linktype, buf, offsets, caplens, wire_lens, rows), strict=True
-    ):
-        if info is not None:
-            tcp_ts[row] = info.proto == IPPROTO_TCP
-            creates[row] = _tracked(info, config)
-    # Where numpy finds no IP header (MPLS, PPPoE, not IP...), the parser has the last
-    # word: a packet it accepts counts, with its addresses.
-    rows = np.flatnonzero(version == 0)
-    for row, info in zip(
-        rows.tolist(), _parsed_rows(linktype, buf, offsets, caplens, wire_lens, rows), strict=True
-    ):
-        if info is not None:
-            counted[row] = True
-            src_v6[row], src[row] = _address_key(info.saddr)
-            dst_v6[row], dst[row] = _address_key(info.daddr)
-            proto[row] = info.proto
-            tcp_ts[row] = info.proto == IPPROTO_TCP
-            creates[row] = _tracked(info, config)
-    cls = np.where(tcp_ts, TCP_TS, np.where(proto == IPPROTO_TCP, TCP_NOTS, OTHER))
-    return Traffic(
+    n = len(offsets)
+    traffic = Traffic(
         times=times,
-        counted=counted,
+        counted=v4 | v6,
         src_v6=src_v6,
         dst_v6=dst_v6,
         src=src,
         dst=dst,
         length=wire_lens.astype(np.int64),
-        cls=cls.astype(np.int8),
-        creates=creates & counted,
+        cls=np.full(n, OTHER, dtype=np.int8),
+        creates=np.zeros(n, dtype=bool),
     )
+    return traffic, proto, version
 
 
 def _mapped(hi: U64, lo: U64) -> BOOL:
