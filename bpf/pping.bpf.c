@@ -100,6 +100,7 @@ struct pping_abi {
 	enum pping_event_reason event_reason;
 	enum pping_event_source event_source;
 	enum pping_table table;
+	enum agg_class agg_class;
 };
 const struct pping_abi *pping_abi_types __attribute__((unused));
 
@@ -154,6 +155,25 @@ struct {
 	__type(value, struct expired_flow);
 } expired SEC(".maps");
 
+/* -a: the prefix tables (see pping.h), and which copy packets update. */
+#define AGG_MAP(name)						\
+	struct {						\
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);		\
+		__uint(max_entries, PPING_DEFAULT_MAX_PREFIXES);	\
+		__type(key, struct agg_key);			\
+		__type(value, struct agg_stats);		\
+	} name SEC(".maps")
+
+AGG_MAP(agg_v4_0);
+AGG_MAP(agg_v4_1);
+AGG_MAP(agg_v6_0);
+AGG_MAP(agg_v6_1);
+
+__u32 agg_active SEC(".data.aggregate") = 0;
+
+/* The value a new prefix entry starts from. */
+static const struct agg_stats empty_agg_stats;
+
 /* What the pipeline needs from one packet: packet.PacketInfo. */
 struct packet_info {
 	struct flow_key key;	/* the packet's own direction */
@@ -171,6 +191,9 @@ struct packet_info {
 	__u32 ip_len;		/* IPv4 total length, IPv6 payload length + 40 */
 	__u32 flowinfo;		/* IPv6 traffic class and flow label, network order */
 	__u32 ingress_ifindex;	/* where the packet came in (the local filter's FIB lookup) */
+	__u8 ip_valid;		/* -a: the IP header is valid (addresses set) */
+	__u8 ip_proto;		/* -a: protocol of the fixed IP header */
+	__u8 reserved[2];
 };
 
 /* The captured bytes of the packet. */
@@ -394,14 +417,17 @@ static __always_inline int parse_ipv4(const struct cursor *c, __u32 off,
 	total = load_be16(h + 2);
 	if ((h[0] >> 4) != 4 || ihl < 20 || total < ihl)
 		return COUNTER_SKIP_BAD_IPV4;
+	/* The addresses first: -a counts every packet with a valid IP header. */
+	set_mapped_ipv4(info->key.saddr, h + 12);
+	set_mapped_ipv4(info->key.daddr, h + 16);
+	info->ip_valid = 1;
+	info->ip_proto = h[9];
 	if (load_be16(h + 6) & 0x1fff)
 		return COUNTER_SKIP_FRAGMENT;
 	if (!bytes_at(c, off + ihl, 0))
 		return COUNTER_SKIP_TRUNCATED;
 	if (h[9] != IPPROTO_TCP_ && h[9] != IPPROTO_ICMP_)
 		return COUNTER_SKIP_PROTOCOL;
-	set_mapped_ipv4(info->key.saddr, h + 12);
-	set_mapped_ipv4(info->key.daddr, h + 16);
 	info->is_ipv6 = 0;
 	info->tos = h[1];
 	info->ip_len = total;
@@ -428,6 +454,8 @@ static __always_inline int parse_ipv6(const struct cursor *c, __u32 off,
 	nxt = h[6];
 	__builtin_memcpy(info->key.saddr, h + 8, 16);
 	__builtin_memcpy(info->key.daddr, h + 24, 16);
+	info->ip_valid = 1;
+	info->ip_proto = nxt;
 	pos = off + 40;
 
 #pragma unroll
@@ -955,6 +983,119 @@ static __always_inline int first_of_window(struct flow_state *s, __u64 sent)
 	return first;
 }
 
+/* -- aggregation (-a, docs/aggregation.md) ------------------------------------ */
+
+static __always_inline int is_ipv4_mapped(const __u8 *addr)
+{
+	__u64 head;
+	__u32 middle;
+
+	__builtin_memcpy(&head, addr, 8);
+	__builtin_memcpy(&middle, addr + 8, 4);
+	return head == 0 && middle == bpf_htonl(0x0000ffff);
+}
+
+/*
+ * The entry of the prefix of `addr` in the active copy. With `create`, a
+ * missing prefix is added if the table has room; a prefix that is missing
+ * then goes to the backup entry (NULL only if that is missing too).
+ */
+static __always_inline struct agg_stats *agg_lookup(const __u8 *addr, int create)
+{
+	struct agg_key key = {};
+	struct agg_stats *stats;
+	__u32 active = *(volatile __u32 *)&agg_active;
+	void *map;
+
+	if (is_ipv4_mapped(addr)) {
+		key.prefix = load_be32(addr + 12) & config.agg_ipv4_mask;
+		map = active ? (void *)&agg_v4_1 : (void *)&agg_v4_0;
+	} else {
+		key.prefix = (((__u64)load_be32(addr)) << 32 | load_be32(addr + 4)) &
+			     config.agg_ipv6_mask;
+		map = active ? (void *)&agg_v6_1 : (void *)&agg_v6_0;
+	}
+	stats = bpf_map_lookup_elem(map, &key);
+	if (stats)
+		return stats;
+	if (create) {
+		long err = bpf_map_update_elem(map, &key, &empty_agg_stats, BPF_NOEXIST);
+
+		if (err == 0 || err == -17 /* EEXIST: another CPU added it */) {
+			stats = bpf_map_lookup_elem(map, &key);
+			if (stats)
+				return stats;
+		}
+	}
+	key.prefix = 0;
+	key.is_backup = 1;
+	return bpf_map_lookup_elem(map, &key);
+}
+
+static __always_inline void agg_count(struct agg_stats *stats, struct agg_traffic *traffic,
+				      __u32 cls, __u32 wire_len, __u64 now)
+{
+	if (cls >= AGG_NR_CLASSES)
+		return;	/* verifier: bounds the index */
+	traffic->packets[cls] += 1;
+	traffic->bytes[cls] += wire_len;
+	if (now > stats->last_updated)
+		stats->last_updated = now;
+}
+
+/*
+ * Every packet with a valid IP header counts for its source prefix (rx) and
+ * its destination prefix (tx); only a packet that enters the pipeline
+ * (`reason` PARSE_OK) may add a prefix.
+ */
+static __noinline void aggregate_packet(const struct packet_info *info, int reason,
+					__u32 wire_len, __u32 flags, __u64 now)
+{
+	int parsed = reason == PARSE_OK || reason == COUNTER_SKIP_SYN ||
+		     reason == COUNTER_SKIP_UNTRACKED;
+	int create = reason == PARSE_OK;
+	struct agg_stats *stats;
+	__u32 cls;
+
+	if (!info || !info->ip_valid)
+		return;
+	if (flags & AGG_FLAG_TRAFFIC_ONLY)
+		parsed = create = 0;	/* the whole packet was not parsed */
+	if (!parsed && (flags & AGG_FLAG_PARSED_ONLY))
+		return;
+	if (parsed && info->key.proto == IPPROTO_TCP_)
+		cls = AGG_TCP_TS;
+	else if (info->ip_proto == IPPROTO_TCP_)
+		cls = AGG_TCP_NOTS;
+	else
+		cls = AGG_OTHER;
+	stats = agg_lookup(info->key.saddr, create);
+	if (stats)
+		agg_count(stats, &stats->rx, cls, wire_len, now);
+	stats = agg_lookup(info->key.daddr, create);
+	if (stats)
+		agg_count(stats, &stats->tx, cls, wire_len, now);
+}
+
+/* An RTT of the reply `info`: to its source's prefix (or its destination's). */
+static __always_inline void aggregate_rtt(const struct packet_info *info, __u64 rtt)
+{
+	struct agg_stats *stats;
+	__u64 bin = rtt / AGG_BIN_WIDTH_NS;
+
+	stats = agg_lookup(config.agg_by_dst ? info->key.daddr : info->key.saddr, 0);
+	if (!stats)
+		return;
+	if (stats->rtt_count == 0 || rtt < stats->rtt_min)
+		stats->rtt_min = rtt;
+	if (rtt > stats->rtt_max)
+		stats->rtt_max = rtt;
+	stats->rtt_count += 1;
+	if (bin >= AGG_BINS)
+		bin = AGG_BINS - 1;
+	stats->bins[bin] += 1;
+}
+
 /* -- the pipeline ----------------------------------------------------------- */
 
 /*
@@ -1100,6 +1241,10 @@ static __always_inline void match_packet(struct flow_state *s, const struct pack
 	if (config.burst_packets && !first_of_window(s, sent))
 		return;
 	count(COUNTER_RTT_EVENTS);
+	if (config.aggregate) {
+		aggregate_rtt(info, rtt);	/* instead of the event */
+		return;
+	}
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -1208,16 +1353,53 @@ enum hook {
 	HOOK_XDP,
 };
 
+/*
+ * -a: the packet's time and length on the wire. Read only with -a: without it
+ * a skipped packet needs neither (bpf_ktime_get_ns() is a third of the cost of
+ * a skipped packet). XDP runs live only, with the frame's own length.
+ */
+static __always_inline __u64 aggregate_time(void *ctx, enum hook hook)
+{
+	if (config.replay && hook != HOOK_XDP)
+		return *(volatile __u64 *)&((struct __sk_buff *)ctx)->tstamp;
+	return bpf_ktime_get_ns();
+}
+
+static __always_inline __u32 aggregate_length(void *ctx, void *data, void *data_end,
+					      enum hook hook)
+{
+	struct __sk_buff *skb = ctx;
+	__u32 len, wire_len;
+
+	if (hook == HOOK_XDP)
+		return data_end - data;
+	/* verifier: both read unconditionally, as in pping() below. */
+	len = *(volatile __u32 *)&skb->len;
+	wire_len = *(volatile __u32 *)&skb->cb[AGG_CB_WIRE_LEN];
+	/* Replay: the frame run may be shorter than the packet captured. */
+	return config.replay ? wire_len : len;
+}
+
 /* The body, for a packet [data, data_end) seen at `hook` (a constant). */
 static __always_inline void pping(void *ctx, void *data, void *data_end, enum hook hook)
 {
 	struct packet_info info = {};
-	__u32 mark, ifindex, ingress_ifindex;
-	__u64 now, tstamp;
+	__u32 mark, ifindex, ingress_ifindex, flags = 0;
+	__u64 now = 0, tstamp;
 	int reason;
 
-	count(COUNTER_PACKETS);
+	if (config.aggregate && config.replay && hook != HOOK_XDP)
+		flags = *(volatile __u32 *)&((struct __sk_buff *)ctx)->cb[AGG_CB_FLAGS];
+	if (!(flags & AGG_FLAG_TRAFFIC_ONLY))
+		count(COUNTER_PACKETS);
 	reason = parse_packet(ctx, data, data_end, &info, hook == HOOK_XDP);
+	if (config.aggregate) {
+		now = aggregate_time(ctx, hook);
+		aggregate_packet(&info, reason, aggregate_length(ctx, data, data_end, hook), flags,
+				 now);
+		if (flags & AGG_FLAG_TRAFFIC_ONLY)
+			return;
+	}
 	if (reason) {
 		count(reason);
 		return;
@@ -1226,7 +1408,8 @@ static __always_inline void pping(void *ctx, void *data, void *data_end, enum ho
 		/* XDP runs live only: its context has no field to carry replay's
 		 * time and link. */
 		ingress_ifindex = ((struct xdp_md *)ctx)->ingress_ifindex;
-		now = bpf_ktime_get_ns();
+		if (!config.aggregate)
+			now = bpf_ktime_get_ns();
 		info.key.link = ingress_ifindex;
 		info.ingress_ifindex = ingress_ifindex;
 		process_packet(ctx, &info, now, 1);
@@ -1246,7 +1429,8 @@ static __always_inline void pping(void *ctx, void *data, void *data_end, enum ho
 		now = tstamp;
 		info.key.link = mark;
 	} else {
-		now = bpf_ktime_get_ns();
+		if (!config.aggregate)
+			now = bpf_ktime_get_ns();
 		info.key.link = ifindex;
 	}
 	process_packet(ctx, &info, now, hook == HOOK_TC_INGRESS);

@@ -32,6 +32,12 @@ struct pping_config {
 	__u32 burst_packets;	/* --burst: more packets per sampling window (0: off) */
 	__u32 reserved2;
 	__u64 burst_window;	/* --burst-window, ns */
+	/* -a (docs/aggregation.md): per-prefix tables instead of RTT events. */
+	__u64 agg_ipv6_mask;	/* upper 64 bits of an IPv6 address, host order */
+	__u32 agg_ipv4_mask;	/* host order */
+	__u8 aggregate;
+	__u8 agg_by_dst;	/* --aggregate-reverse: RTTs to the reply's destination */
+	__u8 reserved3[2];
 };
 
 /* Connection states of one direction (engine.py: EMPTY, WAITOPEN, OPEN, CLOSED). */
@@ -251,6 +257,56 @@ struct expired_flow {
 	__u8 timed_out;		/* bit i: dir[i] was OPEN and old (a closing event) */
 	__u8 reserved[3];
 };
+
+/*
+ * Aggregation (-a, docs/aggregation.md). Four per-CPU hash maps, one per
+ * address family and copy: agg_v4_0, agg_v4_1, agg_v6_0, agg_v6_1. Packets
+ * update the copy named by the global `agg_active` (section ".data.aggregate");
+ * user space flips it, then reads, clears or deletes the entries of the other.
+ * The backup entry of a map (is_backup = 1) is inserted by user space.
+ */
+#define AGG_BINS 250
+#define AGG_BIN_WIDTH_NS 4000000ULL
+
+enum agg_class {
+	AGG_TCP_TS = 0,		/* TCP the RTT parser accepts (timestamp option) */
+	AGG_TCP_NOTS = 1,	/* other TCP */
+	AGG_OTHER = 2,
+	AGG_NR_CLASSES = 3,
+};
+
+struct agg_key {
+	__u64 prefix;		/* the masked IPv4 address, or upper 64 bits of IPv6 */
+	__u8 is_backup;
+	__u8 reserved[7];
+};
+
+struct agg_traffic {
+	__u64 packets[AGG_NR_CLASSES];
+	__u64 bytes[AGG_NR_CLASSES];
+};
+
+struct agg_stats {
+	__u64 last_updated;	/* latest packet time */
+	struct agg_traffic rx;	/* packets from the prefix */
+	struct agg_traffic tx;	/* packets to the prefix */
+	__u64 rtt_count;
+	__u64 rtt_min;		/* valid when rtt_count > 0 */
+	__u64 rtt_max;
+	__u32 bins[AGG_BINS];	/* RTT histogram, AGG_BIN_WIDTH_NS wide, the last open */
+};
+
+/*
+ * Replay only: skb->cb[AGG_CB_WIRE_LEN] carries the packet's length on the wire,
+ * skb->cb[AGG_CB_FLAGS] these flags (the converted frame may differ from the
+ * captured one).
+ */
+#define AGG_CB_WIRE_LEN 0
+#define AGG_CB_FLAGS 1
+#define AGG_FLAG_PARSED_ONLY 1	/* count the packet only if the RTT parser accepts it */
+#define AGG_FLAG_TRAFFIC_ONLY 2	/* count its traffic, nothing else (user space counts it) */
+
+#define PPING_DEFAULT_MAX_PREFIXES 16384
 
 /* Default table sizes (config.DEFAULT_MAX_*); the loader sets the real ones. */
 #define PPING_DEFAULT_MAX_FLOWS 131072

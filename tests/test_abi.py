@@ -153,6 +153,7 @@ def test_maps_and_programs_exist() -> None:
         abi.MAP_COUNTERS,
         abi.MAP_WARNINGS,
         abi.MAP_EXPIRED,
+        *(name for copy in abi.MAP_AGGREGATES for name in copy),
     }
     functions = {t.name for t in btf_types().values() if t.kind == "FUNC"}
     expected = {abi.PROGRAM_INGRESS, abi.PROGRAM_EGRESS, abi.PROGRAM_XDP, abi.PROGRAM_CLEANUP}

@@ -14,7 +14,15 @@ from types import FrameType
 from typing import NoReturn, TextIO
 
 from . import __version__
-from .config import DEFAULT_BURST_WINDOW_NS, MAX_BURST_PACKETS, NS_PER_MS, NS_PER_S, Config
+from .aggregate import Aggregator, aggregated_replay
+from .config import (
+    DEFAULT_BURST_WINDOW_NS,
+    MAX_BURST_PACKETS,
+    NS_PER_MS,
+    NS_PER_S,
+    AggregateConfig,
+    Config,
+)
 from .engine import Engine
 from .errors import OptionsError, OutputError, PpingError
 from .fastpath import fast_replay
@@ -65,6 +73,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument(
         "-w", "--write", metavar="FILE", help="write output to FILE (SIGHUP reopens it)"
     )
+    _add_aggregation_options(parser)
     parser.add_argument(
         "-I",
         "--ingress-hook",
@@ -187,6 +203,70 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-V", "--version", action="version", version=f"pping {__version__}")
     return parser
+
+
+def _add_aggregation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("aggregation (docs/aggregation.md)")
+    group.add_argument(
+        "-a",
+        "--aggregate",
+        type=_whole_number,
+        metavar="S",
+        help="report per-prefix traffic and RTT statistics every S seconds instead of every RTT",
+    )
+    group.add_argument(
+        "--aggregate-subnets-v4",
+        type=_whole_number,
+        metavar="LEN",
+        help="-4 LEN: IPv4 prefix length to aggregate on (default 24)",
+    )
+    group.add_argument(
+        "--aggregate-subnets-v6",
+        type=_whole_number,
+        metavar="LEN",
+        help="-6 LEN: IPv6 prefix length to aggregate on (default 48, at most 64)",
+    )
+    group.add_argument(
+        "--aggregate-reverse",
+        action="store_true",
+        help="give each RTT to the prefix of the reply's destination, not its source",
+    )
+    group.add_argument(
+        "--aggregate-timeout",
+        type=_whole_number,
+        metavar="S",
+        help="forget prefixes idle for S seconds (default 30; 0: never)",
+    )
+    group.add_argument(
+        "--max-prefixes",
+        type=_whole_number,
+        metavar="N",
+        help="size of each prefix table, the backup entry included (default 16384)",
+    )
+
+
+AGGREGATE_DETAILS = ("aggregate_subnets_v4", "aggregate_subnets_v6", "aggregate_timeout",
+                     "max_prefixes")  # fmt: skip
+
+
+def aggregate_config_from_args(args: argparse.Namespace) -> AggregateConfig | None:
+    """The -a configuration, or None without -a (its detail options then refused)."""
+    if args.aggregate is None:
+        given = [name for name in AGGREGATE_DETAILS if getattr(args, name) is not None]
+        if given or args.aggregate_reverse:
+            raise OptionsError("the aggregation options (-4, -6, --aggregate-*) need -a")
+        return None
+    extra: dict[str, int] = {}
+    for name, field in zip(
+        AGGREGATE_DETAILS, ("ipv4_prefix_len", "ipv6_prefix_len", "timeout_ns", "max_prefixes"),
+        strict=True,
+    ):  # fmt: skip
+        value = getattr(args, name)
+        if value is not None:
+            extra[field] = value * NS_PER_S if name == "aggregate_timeout" else value
+    return AggregateConfig(
+        interval_ns=args.aggregate * NS_PER_S, by_destination=args.aggregate_reverse, **extra
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -211,14 +291,43 @@ def config_from_args(args: argparse.Namespace) -> Config:
     )
 
 
+# ePPing's short options for the prefix lengths. argparse cannot hold them: an option
+# that looks like a negative number makes it read every negative value ("-r -1") as an
+# option. So they are spelled out before parsing, unless they are an option's value.
+PREFIX_OPTIONS = {"-4": "--aggregate-subnets-v4", "-6": "--aggregate-subnets-v6"}
+
+
+def _spell_out_prefix_options(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    takes_value = {
+        name for action in parser._actions if action.nargs != 0 for name in action.option_strings
+    }
+    spelled: list[str] = []
+    for i, token in enumerate(argv):
+        if i > 0 and argv[i - 1] in takes_value:
+            spelled.append(token)
+        elif token in PREFIX_OPTIONS:
+            spelled.append(PREFIX_OPTIONS[token])
+        elif token[:2] in PREFIX_OPTIONS and len(token) > 2:  # -424: "-4" "24"
+            spelled.extend((PREFIX_OPTIONS[token[:2]], token[2:]))
+        else:
+            spelled.append(token)
+    return spelled
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(
+        _spell_out_prefix_options(parser, list(sys.argv[1:] if argv is None else argv))
+    )
     if args.read is None and not args.interface:
         raise OptionsError("nothing to watch: give --read FILE or -i IFACE")
     if args.read is not None and args.interface:
         raise OptionsError("--read and -i cannot be combined")
     if args.machine and args.format != "standard":
         raise OptionsError("-m is a format of its own: do not combine it with -F")
+    if args.aggregate is not None and (args.machine or args.format == "ppviz"):
+        raise OptionsError("-a: the ppviz and -m formats have no aggregated output")
+    aggregate_config_from_args(args)  # validates
     return args
 
 
@@ -237,10 +346,16 @@ def run_capture(
     gc.disable()
     try:
         with open_capture(args.read) as reader:
+            aggregate = aggregate_config_from_args(args)
             if args.datapath == "kernel":
                 from .kernel.replay import kernel_replay  # only when asked: ctypes, libbpf
 
-                events = kernel_replay(reader, config, args.merge_interfaces, engine.counters)
+                events = kernel_replay(
+                    reader, config, args.merge_interfaces, engine.counters, aggregate=aggregate
+                )
+            elif aggregate is not None:
+                aggregator = Aggregator(aggregate)
+                events = aggregated_replay(engine, reader, aggregator, args.merge_interfaces)
             else:
                 events = fast_replay(engine, reader, args.merge_interfaces)
             # closing(): if the sink fails mid-way, the data path still finishes its
@@ -280,7 +395,11 @@ def run_live(
 
     try:
         monitor = LiveMonitor(
-            config_from_args(args), args.interface, ingress_hook=args.ingress_hook, err=errors
+            config_from_args(args),
+            args.interface,
+            ingress_hook=args.ingress_hook,
+            err=errors,
+            aggregate=aggregate_config_from_args(args),
         )
         monitor.run(sink, on_wake=on_wake)
     finally:

@@ -82,3 +82,34 @@ class Config:
             raise OptionsError(f"--burst must be between 0 and {MAX_BURST_PACKETS}")
         if self.burst_window_ns < 1:
             raise OptionsError("--burst-window must be positive")
+
+
+# Aggregation (-a): docs/aggregation.md.
+AGGREGATE_BINS = 250
+AGGREGATE_BIN_WIDTH_NS = 4 * NS_PER_MS
+DEFAULT_MAX_PREFIXES = 16384
+MAX_AGGREGATE_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateConfig:
+    """Per-prefix aggregation: report every `interval_ns` instead of every RTT."""
+
+    interval_ns: int
+    ipv4_prefix_len: int = 24
+    ipv6_prefix_len: int = 48
+    by_destination: bool = False  # --aggregate-reverse: key RTTs on the reply's destination
+    timeout_ns: int = 30 * NS_PER_S
+    max_prefixes: int = DEFAULT_MAX_PREFIXES
+
+    def __post_init__(self) -> None:
+        if not 0 < self.interval_ns <= MAX_AGGREGATE_SECONDS * NS_PER_S:
+            raise OptionsError(f"--aggregate must be 1 to {MAX_AGGREGATE_SECONDS} seconds")
+        if not 0 <= self.ipv4_prefix_len <= 32:
+            raise OptionsError("-4 (IPv4 prefix length) must be 0 to 32")
+        if not 0 <= self.ipv6_prefix_len <= 64:
+            raise OptionsError("-6 (IPv6 prefix length) must be 0 to 64")
+        if not 0 <= self.timeout_ns <= MAX_AGGREGATE_SECONDS * NS_PER_S:
+            raise OptionsError(f"--aggregate-timeout must be 0 to {MAX_AGGREGATE_SECONDS} seconds")
+        if self.max_prefixes < 2:
+            raise OptionsError("--max-prefixes must be at least 2 (one slot is the backup entry)")

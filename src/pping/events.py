@@ -190,4 +190,92 @@ class Counters:
         }
 
 
-Event = RttEvent | FlowEvent | MapFullEvent
+@dataclass(frozen=True, slots=True)
+class TrafficCounts:
+    """Packets and bytes (whole packets, as on the wire) of one direction of a prefix,
+    by class: TCP with the timestamp option, TCP without it, anything else."""
+
+    tcp_ts_packets: int = 0
+    tcp_ts_bytes: int = 0
+    tcp_nots_packets: int = 0
+    tcp_nots_bytes: int = 0
+    other_packets: int = 0
+    other_bytes: int = 0
+
+    @property
+    def packets(self) -> int:
+        return self.tcp_ts_packets + self.tcp_nots_packets + self.other_packets
+
+    @property
+    def bytes(self) -> int:
+        return self.tcp_ts_bytes + self.tcp_nots_bytes + self.other_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateHeader:
+    """What the aggregate reports that follow mean: written once, first."""
+
+    timestamp: int
+    bins: int
+    bin_width: int
+    interval: int
+    timeout: int
+    ipv4_prefix_len: int
+    ipv6_prefix_len: int
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateEvent:
+    """One prefix over one aggregation interval (docs/aggregation.md).
+
+    `rx` counts packets whose source is in the prefix, `tx` those whose destination is.
+    `histogram` holds the RTT bins up to the one of `rtt_max` (empty: no RTT), each
+    `bin_width` ns wide, the last bin of the full histogram open-ended.
+    """
+
+    timestamp: int
+    prefix: str
+    rx: TrafficCounts
+    tx: TrafficCounts
+    rtt_min: int
+    rtt_max: int
+    histogram: tuple[int, ...]
+    bin_width: int
+
+    @property
+    def rtt_count(self) -> int:
+        return sum(self.histogram)
+
+    def _midpoint(self, index: int) -> float:
+        return self.bin_width / 2 + self.bin_width * index
+
+    def rtt_mean(self) -> float:
+        """The mean, taking every RTT at the middle of its bin."""
+        total = sum(count * self._midpoint(i) for i, count in enumerate(self.histogram))
+        return total / self.rtt_count
+
+    def rtt_percentile(self, percent: float) -> float:
+        """The percentile of the RTTs placed at their bins' middles, interpolated
+        linearly between neighbouring RTTs (as numpy.percentile's default)."""
+        bins = self.histogram
+        n = sum(bins)
+        position = percent / 100 * (n - 1)
+        used = [i for i, count in enumerate(bins) if count]
+        if position <= 0:
+            return self._midpoint(used[0])
+        if position >= n - 1:
+            return self._midpoint(used[-1])
+        seen = 0
+        for i in used:
+            seen += bins[i]
+            if seen > position:
+                break
+        value = self._midpoint(i)
+        if position > seen - 1:
+            # Between the last RTT of this bin and the first of the next used bin.
+            following = used[used.index(i) + 1]
+            value += (position - (seen - 1)) * (following - i) * self.bin_width
+        return value
+
+
+Event = RttEvent | FlowEvent | MapFullEvent | AggregateHeader | AggregateEvent

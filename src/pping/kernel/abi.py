@@ -51,6 +51,11 @@ class PpingConfig(ctypes.Structure):
         ("burst_packets", U32),
         ("reserved2", U32),
         ("burst_window", U64),
+        ("agg_ipv6_mask", U64),
+        ("agg_ipv4_mask", U32),
+        ("aggregate", U8),
+        ("agg_by_dst", U8),
+        ("reserved3", U8 * 2),
     ]
 
 
@@ -180,6 +185,35 @@ class MapFullEvent(ctypes.Structure):
     ]
 
 
+AGG_BINS = 250
+AGG_BIN_WIDTH_NS = 4_000_000
+AGG_TCP_TS, AGG_TCP_NOTS, AGG_OTHER, AGG_NR_CLASSES = 0, 1, 2, 3
+
+
+class AggKey(ctypes.Structure):
+    """struct agg_key: a prefix of an aggregation map, or its backup entry."""
+
+    _fields_ = [("prefix", U64), ("is_backup", U8), ("reserved", U8 * 7)]
+
+
+class AggTraffic(ctypes.Structure):
+    _fields_ = [("packets", U64 * AGG_NR_CLASSES), ("bytes", U64 * AGG_NR_CLASSES)]
+
+
+class AggStats(ctypes.Structure):
+    """struct agg_stats: one prefix's figures on one CPU."""
+
+    _fields_ = [
+        ("last_updated", U64),
+        ("rx", AggTraffic),
+        ("tx", AggTraffic),
+        ("rtt_count", U64),
+        ("rtt_min", U64),
+        ("rtt_max", U64),
+        ("bins", U32 * AGG_BINS),
+    ]
+
+
 # Every mirrored structure under its C name (tests/test_abi.py walks this).
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "pping_config": PpingConfig,
@@ -193,6 +227,9 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "rtt_event": RttEvent,
     "flow_event": FlowEvent,
     "map_full_event": MapFullEvent,
+    "agg_key": AggKey,
+    "agg_traffic": AggTraffic,
+    "agg_stats": AggStats,
 }
 
 
@@ -207,6 +244,12 @@ TIMESTAMP_KEY_DTYPE = dtype_of(TimestampKey)
 WARNING_STATE_DTYPE = dtype_of(WarningState)
 EXPIRED_FLOW_DTYPE = dtype_of(ExpiredFlow)
 CLEANUP_BATCH = 1024  # PPING_CLEANUP_BATCH: entries of the map `expired`
+AGG_KEY_DTYPE = dtype_of(AggKey)
+AGG_STATS_DTYPE = dtype_of(AggStats)
+AGG_CB_WIRE_LEN = 0  # skb->cb indexes of the replay's -a context
+AGG_CB_FLAGS = 1
+AGG_FLAG_PARSED_ONLY = 1
+AGG_FLAG_TRAFFIC_ONLY = 2
 
 # enum pping_conn_state
 CONN_EMPTY = 0
@@ -309,6 +352,12 @@ ENUMS: dict[str, dict[str, int]] = {
         "CLEANUP_TIMESTAMPS": CLEANUP_TIMESTAMPS,
         "CLEANUP_FLOWS": CLEANUP_FLOWS,
     },
+    "agg_class": {
+        "AGG_TCP_TS": AGG_TCP_TS,
+        "AGG_TCP_NOTS": AGG_TCP_NOTS,
+        "AGG_OTHER": AGG_OTHER,
+        "AGG_NR_CLASSES": AGG_NR_CLASSES,
+    },
     "pping_table": {
         "TABLE_TIMESTAMPS": TABLE_TIMESTAMPS,
         "TABLE_FLOWS": TABLE_FLOWS,
@@ -332,3 +381,7 @@ MAP_COUNTERS = "counters"
 MAP_WARNINGS = "warnings"
 MAP_EXPIRED = "expired"  # the clean-up program's output
 CONFIG_VARIABLE = "config"
+# -a: the maps by [copy][family] (family 0: IPv4, 1: IPv6), and the data section of
+# the global `agg_active` (which copy packets update).
+MAP_AGGREGATES = (("agg_v4_0", "agg_v6_0"), ("agg_v4_1", "agg_v6_1"))
+MAP_AGG_ACTIVE = ".data.aggregate"

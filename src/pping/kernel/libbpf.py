@@ -582,6 +582,10 @@ class TestRunner:
         self._opts_address = ctypes.addressof(self._opts)
         self._run = lib().bpf_prog_test_run_opts
 
+    def set_cb(self, index: int, value: int) -> None:
+        """A word of the context's `cb` for the next runs (replay's -a details)."""
+        self._ctx.cb[index] = value
+
     def run(self, packet: bytes, tstamp: int, mark: int) -> None:
         """Run the program on `packet` (14 to TEST_RUN_MAX_PACKET bytes)."""
         ctx = self._ctx

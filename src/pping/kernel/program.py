@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
+from ..config import AggregateConfig, Config
 from ..engine import rtt_rate_fixpoint
 from ..errors import KernelError
 from ..events import (
@@ -56,9 +56,17 @@ def object_path() -> Path:
     )
 
 
-def config_struct(config: Config, *, replay: bool, local_filter: bool) -> abi.PpingConfig:
+def config_struct(
+    config: Config,
+    *,
+    replay: bool,
+    local_filter: bool,
+    aggregate: AggregateConfig | None = None,
+) -> abi.PpingConfig:
     """The kernel's view of the options (see struct pping_config)."""
     fixpoint = rtt_rate_fixpoint(config.rtt_rate)
+    v4_len = aggregate.ipv4_prefix_len if aggregate else 0
+    v6_len = aggregate.ipv6_prefix_len if aggregate else 0
     return abi.PpingConfig(
         # Beyond 2^64 - 1 ns no two times of one window differ by as much anyway.
         rate_limit=min(config.rate_limit_ns, libbpf.U64_MAX),
@@ -73,6 +81,10 @@ def config_struct(config: Config, *, replay: bool, local_filter: bool) -> abi.Pp
         replay=int(replay),
         burst_packets=config.burst_packets,
         burst_window=min(config.burst_window_ns, libbpf.U64_MAX),
+        agg_ipv6_mask=((1 << 64) - 1 << (64 - v6_len)) & libbpf.U64_MAX,
+        agg_ipv4_mask=(0xFFFFFFFF << (32 - v4_len)) & 0xFFFFFFFF,
+        aggregate=int(aggregate is not None),
+        agg_by_dst=int(aggregate is not None and aggregate.by_destination),
     )
 
 
@@ -122,6 +134,7 @@ class PpingProgram:
         ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES,
         preallocate: bool = True,
         path: str | os.PathLike[str] | None = None,
+        aggregate: AggregateConfig | None = None,
     ) -> None:
         wanted = set(programs)
         self.object = libbpf.BpfObject(path if path is not None else object_path())
@@ -131,7 +144,9 @@ class PpingProgram:
             obj.write_variable(
                 ".rodata",
                 abi.CONFIG_VARIABLE,
-                config_struct(config, replay=replay, local_filter=local_filter),
+                config_struct(
+                    config, replay=replay, local_filter=local_filter, aggregate=aggregate
+                ),
             )
             flows = obj.map(abi.MAP_FLOWS)
             timestamps = obj.map(abi.MAP_TIMESTAMPS)
@@ -142,6 +157,15 @@ class PpingProgram:
                 flows.add_flags(libbpf.BPF_F_NO_PREALLOC)
                 timestamps.add_flags(libbpf.BPF_F_NO_PREALLOC)
             obj.map(abi.MAP_EVENTS).set_max_entries(ringbuf_bytes)
+            for copy in abi.MAP_AGGREGATES:
+                for name in copy:
+                    # Without -a the maps stay unused: keep them as small as can be.
+                    # Never preallocated: a per-CPU entry is over 1 KiB per CPU, four
+                    # maps of 16384 would take hundreds of MiB on a large machine, and
+                    # new prefixes are rare next to packets.
+                    prefixes = obj.map(name)
+                    prefixes.set_max_entries(aggregate.max_prefixes if aggregate else 1)
+                    prefixes.add_flags(libbpf.BPF_F_NO_PREALLOC)
             for name in (abi.PROGRAM_INGRESS, abi.PROGRAM_EGRESS, abi.PROGRAM_XDP):
                 obj.program(name).set_autoload(name in wanted)
             obj.load()
@@ -150,6 +174,10 @@ class PpingProgram:
             self.counters_fd = obj.map(abi.MAP_COUNTERS).fd
             self.warnings_fd = obj.map(abi.MAP_WARNINGS).fd
             self.expired_fd = obj.map(abi.MAP_EXPIRED).fd
+            self.aggregate_fds = tuple(
+                tuple(obj.map(name).fd for name in copy) for copy in abi.MAP_AGGREGATES
+            )
+            self.agg_active_fd = obj.map(abi.MAP_AGG_ACTIVE).fd
             self.program_fds = {name: obj.program(name).fd for name in wanted}
             # Always loaded: the clean-up (kernel/cleanup.py), live and in replay.
             self.cleanup_fd = obj.program(abi.PROGRAM_CLEANUP).fd

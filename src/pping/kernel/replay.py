@@ -29,9 +29,19 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Config
+from ..aggregate import IntervalClock
+from ..config import (
+    AggregateConfig,
+    Config,
+)
 from ..errors import KernelError
-from ..events import IPPROTO_ICMP, IPPROTO_ICMPV6, Counters, Event
+from ..events import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    AggregateHeader,
+    Counters,
+    Event,
+)
 from ..packet import (
     ETH_P_IP,
     ETH_P_IPV6,
@@ -63,6 +73,7 @@ from ..packet import (
 from ..replay import CleanupClock
 from ..sources.pcap import CaptureRecord
 from . import abi, libbpf
+from .aggregate import KernelAggregates
 from .cleanup import KernelCleanup
 from .program import PpingProgram, decode_event
 
@@ -318,7 +329,7 @@ def fit_frame(frame: bytes, wire_len: int) -> bytes | str:
 # -- the replay ----------------------------------------------------------------------
 
 
-def load_replay_program(config: Config) -> PpingProgram:
+def load_replay_program(config: Config, aggregate: AggregateConfig | None = None) -> PpingProgram:
     """The kernel program in replay mode (time and link from the test-run context)."""
     return PpingProgram(
         config,
@@ -326,14 +337,56 @@ def load_replay_program(config: Config) -> PpingProgram:
         programs=(abi.PROGRAM_INGRESS,),
         ringbuf_bytes=REPLAY_RINGBUF_BYTES,
         preallocate=False,
+        aggregate=aggregate,
     )
+
+
+_IP_ETHERTYPES = (ETH_P_IP, ETH_P_IPV6)
+_VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
+
+
+def located_by_decoder(linktype: int, data: bytes) -> bool:
+    """Whether the Python data path's batch decoder finds the IP header of this packet
+    (aggregate.decode_traffic): it counts every IP packet it finds, the others only if
+    the RTT parser accepts them; the program is told which rule applies."""
+    if linktype == LINKTYPE_ETHERNET:
+        pos = 12
+        for _ in range(3):
+            ethertype = int.from_bytes(data[pos : pos + 2], "big")
+            if ethertype not in _VLAN_TPIDS:
+                return ethertype in _IP_ETHERTYPES
+            pos += 4
+        return False
+    if linktype == LINKTYPE_LINUX_SLL:
+        return int.from_bytes(data[14:16], "big") in _IP_ETHERTYPES
+    if linktype == LINKTYPE_LINUX_SLL2:
+        return int.from_bytes(data[0:2], "big") in _IP_ETHERTYPES
+    version = data[0] >> 4 if data else 0
+    if linktype == LINKTYPE_RAW:
+        return version in (4, 6)
+    if linktype == LINKTYPE_IPV4:
+        return version == 4
+    if linktype == LINKTYPE_IPV6:
+        return version == 6
+    if linktype == LINKTYPE_NULL and len(data) >= 5:
+        word = int.from_bytes(data[:4], "big")
+        family = word if word < 256 else (word >> 24 if word & 0xFFFFFF == 0 else -1)
+        version = data[4] >> 4
+        return (family == _NULL_AF_INET and version == 4) or (
+            family in _NULL_AF_INET6 and version == 6
+        )
+    return False
 
 
 class KernelReplay:
     """One capture replay through a freshly loaded program (in replay mode)."""
 
     def __init__(
-        self, config: Config, merge_interfaces: bool = False, program: PpingProgram | None = None
+        self,
+        config: Config,
+        merge_interfaces: bool = False,
+        program: PpingProgram | None = None,
+        aggregate: AggregateConfig | None = None,
     ) -> None:
         self.config = config
         self.merge_interfaces = merge_interfaces
@@ -341,11 +394,17 @@ class KernelReplay:
         # then reset, and left open): loading costs tens of milliseconds.
         self.owns_program = program is None
         if program is None:
-            program = load_replay_program(config)
+            program = load_replay_program(config, aggregate)
         else:
             program.reset()
         self.program = program
         self.runner = libbpf.TestRunner(self.program.program_fds[abi.PROGRAM_INGRESS])
+        # -a: the prefix maps, and the end of the current interval (capture time).
+        self.aggregates: KernelAggregates | None = None
+        self.agg_clock: IntervalClock | None = None
+        if aggregate is not None:
+            self.aggregates = KernelAggregates(program, aggregate)
+            self.agg_clock = IntervalClock(aggregate.interval_ns)
         self.clock = CleanupClock(config.cleanup_interval_ns)
         self.cleanup = KernelCleanup(program)
         # Counted here: packets whose link header packet.py refuses.
@@ -362,6 +421,43 @@ class KernelReplay:
     # -- packets -------------------------------------------------------------------
 
     def run(self, records: Iterable[CaptureRecord]) -> Iterator[Event]:
+        if self.aggregates is None:
+            yield from self._run(records)
+            return
+        last: int | None = None
+        for record in records:
+            now = record.timestamp_ns
+            if last is None:
+                yield self._aggregate_header(now)
+            last = now
+            yield from self._run((record,))
+        if last is not None:
+            yield from self._aggregate_report(last)
+
+    def _aggregate_header(self, now: int) -> AggregateHeader:
+        assert self.aggregates is not None
+        config = self.aggregates.config
+        return AggregateHeader(
+            now, abi.AGG_BINS, abi.AGG_BIN_WIDTH_NS, config.interval_ns, config.timeout_ns,
+            config.ipv4_prefix_len, config.ipv6_prefix_len,
+        )  # fmt: skip
+
+    def _aggregate_report(self, now: int) -> list[Event]:
+        assert self.aggregates is not None
+        if self.base is None:
+            # Nothing reached the program: its maps are empty.
+            return []
+        return list(self.aggregates.report(now, self.base))
+
+    def _aggregate_context(self, record: CaptureRecord, traffic_only: bool) -> None:
+        """-a: the packet's length on the wire and how the program counts it."""
+        flags = 0 if located_by_decoder(record.linktype, record.data) else abi.AGG_FLAG_PARSED_ONLY
+        if traffic_only:
+            flags |= abi.AGG_FLAG_TRAFFIC_ONLY
+        self.runner.set_cb(abi.AGG_CB_WIRE_LEN, min(record.wire_len, 0xFFFFFFFF))
+        self.runner.set_cb(abi.AGG_CB_FLAGS, flags)
+
+    def _run(self, records: Iterable[CaptureRecord]) -> Iterator[Event]:
         clock_due = self.clock.due
         run = self.runner.run
         ring = self.program.ring
@@ -369,11 +465,17 @@ class KernelReplay:
         merge = self.merge_interfaces
         counters = self.counters
         max_packet = libbpf.TEST_RUN_MAX_PACKET
+        agg_clock = self.agg_clock
         for record in records:
             now = record.timestamp_ns
+            if agg_clock is not None:
+                due = agg_clock.due(now)
+                if due is not None:
+                    yield from self._aggregate_report(due)
             if clock_due(now):
                 yield from self._expire(now)
             frame: bytes | str
+            traffic_only: bytes | None = None
             if record.linktype == LINKTYPE_ETHERNET:
                 frame = record.data
                 if len(frame) < 14:
@@ -383,13 +485,19 @@ class KernelReplay:
             if not isinstance(frame, str):
                 size = len(frame)
                 if size > max_packet:
+                    whole = frame
                     frame = fit_frame(frame, record.wire_len)
+                    if isinstance(frame, str) and agg_clock is not None:
+                        # Not for the RTT pipeline, but its traffic counts (-a).
+                        traffic_only = whole[:max_packet]
                 elif size < _MIN_IPV6_FRAME and _refused_by_test_run(frame):
                     frame = SKIP_TRUNCATED
             if isinstance(frame, str):
                 counters.packets += 1
                 counters.skip(frame)
-                continue
+                if traffic_only is None:
+                    continue
+                frame = traffic_only
             link = 0 if merge else record.interface
             if link > LINK_MAX:
                 raise KernelError(f"failed to replay: interface number {link} is too large")
@@ -398,6 +506,8 @@ class KernelReplay:
                 if self._rebase(now - TIME_MARGIN):
                     self.clamped = True
                 base = now - TIME_MARGIN
+            if agg_clock is not None:
+                self._aggregate_context(record, traffic_only is not None)
             run(frame, now - base, link)
             if ring.pending():
                 for data in ring.read():
@@ -431,6 +541,8 @@ class KernelReplay:
             return np.array(kept, dtype=np.uint64).reshape(times.shape)
 
         program = self.program
+        if self.aggregates is not None:
+            self.aggregates.shift_times(shift)
         keys, flows = libbpf.map_lookup_batch(
             program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
         )
@@ -491,6 +603,7 @@ def kernel_replay(
     merge_interfaces: bool = False,
     counters: Counters | None = None,
     program: PpingProgram | None = None,
+    aggregate: AggregateConfig | None = None,
 ) -> Generator[Event, None, None]:
     """Events of the kernel program for each record, in order, with clean-ups.
 
@@ -499,7 +612,7 @@ def kernel_replay(
     `program` from `load_replay_program(config)` (same config) is reused, not closed.
     """
     totals = counters if counters is not None else Counters()
-    session = KernelReplay(config, merge_interfaces, program)
+    session = KernelReplay(config, merge_interfaces, program, aggregate)
     try:
         yield from session.run(reader)
     except BaseException:

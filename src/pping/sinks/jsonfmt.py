@@ -29,7 +29,18 @@ from __future__ import annotations
 
 import json
 
-from ..events import Counters, Event, Flow, FlowEvent, MapFullEvent, RttEvent, Table
+from ..events import (
+    AggregateEvent,
+    AggregateHeader,
+    Counters,
+    Event,
+    Flow,
+    FlowEvent,
+    MapFullEvent,
+    RttEvent,
+    Table,
+    TrafficCounts,
+)
 from .columnar import FlowTexts, RttColumns, choice, integers, render
 from .output import ReopenableFile, TextStream, write_ascii
 from .standard import (
@@ -56,6 +67,54 @@ def _flow_fields(flow: Flow) -> str:
         f'"src_ip":{json.dumps(flow.src_ip)},"src_port":{int(flow.sport)},'
         f'"dest_ip":{json.dumps(flow.dest_ip)},"dest_port":{int(flow.dport)},'
         f'"protocol":{json.dumps(flow.protocol_name)}'
+    )
+
+
+def _traffic_json(counts: TrafficCounts) -> dict[str, dict[str, int]]:
+    """ePPing's traffic object: only the classes that saw packets, only non-zero fields."""
+    record: dict[str, dict[str, int]] = {}
+    for name, packets, size in (
+        ("TCP_TS", counts.tcp_ts_packets, counts.tcp_ts_bytes),
+        ("TCP_noTS", counts.tcp_nots_packets, counts.tcp_nots_bytes),
+        ("other", counts.other_packets, counts.other_bytes),
+    ):
+        if packets:
+            record[name] = {"packets": packets} | ({"bytes": size} if size else {})
+    return record
+
+
+def aggregate_record(event: AggregateEvent) -> str:
+    record: dict[str, object] = {
+        "timestamp": event.timestamp,
+        "ip_prefix": event.prefix,
+        "rx_stats": _traffic_json(event.rx),
+        "tx_stats": _traffic_json(event.tx),
+    }
+    if event.rtt_count:
+        record |= {
+            "count_rtt": event.rtt_count,
+            "min_rtt": event.rtt_min,
+            "mean_rtt": event.rtt_mean(),
+            "median_rtt": event.rtt_percentile(50),
+            "p95_rtt": event.rtt_percentile(95),
+            "max_rtt": event.rtt_max,
+            "histogram": list(event.histogram),
+        }
+    return json.dumps(record, separators=(",", ":"))
+
+
+def aggregate_header_record(event: AggregateHeader) -> str:
+    return json.dumps(
+        {
+            "timestamp": event.timestamp,
+            "bins": event.bins,
+            "bin_width_ns": event.bin_width,
+            "aggregation_interval_ns": event.interval,
+            "timeout_interval_ns": event.timeout,
+            "ipv4_prefix_len": event.ipv4_prefix_len,
+            "ipv6_prefix_len": event.ipv6_prefix_len,
+        },
+        separators=(",", ":"),
     )
 
 
@@ -96,6 +155,10 @@ class JsonLinesSink:
                 event.rec_bytes,
                 "true" if event.match_on_egress else "false",
             )
+        if isinstance(event, AggregateEvent):
+            return aggregate_record(event)
+        if isinstance(event, AggregateHeader):
+            return aggregate_header_record(event)
         fields = self._flow_json.get(event.flow) or self._fields(event.flow)
         if type(event) is FlowEvent:
             return (

@@ -13,6 +13,8 @@ import time
 from ..events import (
     REASON_NAMES,
     SOURCE_NAMES,
+    AggregateEvent,
+    AggregateHeader,
     Counters,
     Event,
     EventReason,
@@ -127,6 +129,31 @@ def counters_text(counters: Counters, final: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def aggregate_header_text(event: AggregateHeader) -> str:
+    """ePPing's first line with -a (with the trailing newline)."""
+    return (
+        f"Aggregating RTTs in histograms with {event.bins} {event.bin_width / NS_PER_MS:.6g} ms"
+        f" wide bins every {event.interval / NS_PER_S:.9g} seconds\n"
+    )
+
+
+def aggregate_text(clock: ClockText, event: AggregateEvent) -> str:
+    """ePPing's line for one prefix and interval (with the trailing newline)."""
+    line = (
+        f"{clock(event.timestamp)}: {event.prefix} -> rxpkts={event.rx.packets}, "
+        f"rxbytes={event.rx.bytes}, txpkts={event.tx.packets}, txbytes={event.tx.bytes}"
+    )
+    if event.rtt_count:
+        line += (
+            f", rtt-count={event.rtt_count}, min={event.rtt_min / NS_PER_MS:.6g} ms, "
+            f"mean={event.rtt_mean() / NS_PER_MS:g} ms, "
+            f"median={event.rtt_percentile(50) / NS_PER_MS:g} ms, "
+            f"p95={event.rtt_percentile(95) / NS_PER_MS:g} ms, "
+            f"max={event.rtt_max / NS_PER_MS:.6g} ms"
+        )
+    return line + "\n"
+
+
 class TextSink:
     """What the line formats share: the streams, the clock text, a bounded cache of
     flow texts, and the warnings and summary on the error stream."""
@@ -188,6 +215,10 @@ class StandardSink(TextSink):
             )
         elif type(event) is MapFullEvent:
             self._warn(event)
+        elif type(event) is AggregateEvent:
+            self._out.write(aggregate_text(self._clock, event))
+        elif type(event) is AggregateHeader:
+            self._out.write(aggregate_header_text(event))
 
     def write_rtt_batch(self, columns: RttColumns) -> None:
         """The lines `write` prints for these RTT events, built with numpy."""

@@ -37,10 +37,21 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TextIO
 
-from ..config import MAP_FULL_WARN_INTERVAL_NS, NS_PER_S, Config
+from ..config import (
+    MAP_FULL_WARN_INTERVAL_NS,
+    NS_PER_S,
+    AggregateConfig,
+    Config,
+)
 from ..errors import KernelError, PpingError
-from ..events import Counters, Event, MapFullEvent
+from ..events import (
+    AggregateHeader,
+    Counters,
+    Event,
+    MapFullEvent,
+)
 from ..kernel import abi, libbpf
+from ..kernel.aggregate import KernelAggregates, wait_for_programs
 from ..kernel.attach import Attachment, attach, attach_mode, interface_exists, interface_index
 from ..kernel.batch import EventBatch, EventBuilder, read_batch
 from ..kernel.cleanup import KernelCleanup
@@ -160,6 +171,7 @@ class LiveMonitor:
         ingress_hook: str = "tc",
         ringbuf_bytes: int = LIVE_RINGBUF_BYTES,
         err: TextIO | None = None,
+        aggregate: AggregateConfig | None = None,
     ) -> None:
         self.config = config
         self.err = err if err is not None else sys.stderr
@@ -177,6 +189,7 @@ class LiveMonitor:
         self._gone: str | None = None
         self.final_counters: Counters | None = None
         ingress_program = abi.PROGRAM_XDP if ingress_hook == "xdp" else abi.PROGRAM_INGRESS
+        self.aggregates: KernelAggregates | None = None
         try:
             try:
                 self.program = PpingProgram(
@@ -185,12 +198,18 @@ class LiveMonitor:
                     local_filter=not config.include_local,
                     programs=(ingress_program, abi.PROGRAM_EGRESS),
                     ringbuf_bytes=ringbuf_bytes,
+                    aggregate=aggregate,
                 )
             except KernelError as error:
                 if "Operation not permitted" in str(error):
                     raise privilege_error(list(self.interfaces.values())) from None
                 raise
             self.cleanup = KernelCleanup(self.program)
+            self.aggregates = (
+                KernelAggregates(self.program, aggregate, synchronize=wait_for_programs)
+                if aggregate is not None
+                else None
+            )
             ingress = self.program.program_fds[ingress_program]
             egress = self.program.program_fds[abi.PROGRAM_EGRESS]
             for ifindex, name in self.interfaces.items():
@@ -318,9 +337,10 @@ class LiveMonitor:
             next_cleanup = now + interval if interval > 0 else None
             next_check = now + INTERFACE_POLL_NS
             next_housekeeping = now + HOUSEKEEPING_NS
+            next_aggregate = self._aggregate_start(sink, now)
             while not self._stop:
-                due = min(t for t in (next_cleanup, next_check, next_housekeeping, deadline)
-                          if t is not None)  # fmt: skip
+                due = min(t for t in (next_cleanup, next_check, next_housekeeping, deadline,
+                                      next_aggregate) if t is not None)  # fmt: skip
                 wait = max(due - now, 0) / NS_PER_S
                 woken_by = poller.poll(wait) if not program.ring.pending() else []
                 if any(fd == wake_read for fd, _ in woken_by):
@@ -350,6 +370,8 @@ class LiveMonitor:
                     if abs(offset - self.time_base) > CLOCK_STEP_NS:
                         self.time_base = offset
                     next_housekeeping = now + HOUSEKEEPING_NS
+                if next_aggregate is not None and now >= next_aggregate:
+                    next_aggregate = self._aggregate_report(sink, next_aggregate, now)
                 if deadline is not None and now >= deadline:
                     break
                 if pause_after(drained) and not self._stop:
@@ -363,9 +385,38 @@ class LiveMonitor:
         # Stopped: no new events once detached; deliver those still in the ring.
         self.detach()
         self._drain(sink)
+        if self.aggregates is not None:
+            # The partial interval too: what was gathered is never lost.
+            self._aggregate_report(sink, time.monotonic_ns(), time.monotonic_ns())
         self._report_lost()
         if self._gone is not None:
             raise InterfaceGone(f"interface {self._gone} disappeared; stopping")
+
+    # -- -a ----------------------------------------------------------------------------
+
+    def _aggregate_start(self, sink: Sink, now: int) -> int | None:
+        """-a: write the header; the first interval ends one interval from now."""
+        if self.aggregates is None:
+            return None
+        config = self.aggregates.config
+        sink.write(
+            AggregateHeader(
+                now + self.time_base, abi.AGG_BINS, abi.AGG_BIN_WIDTH_NS, config.interval_ns,
+                config.timeout_ns, config.ipv4_prefix_len, config.ipv6_prefix_len,
+            )
+        )  # fmt: skip
+        return now + config.interval_ns
+
+    def _aggregate_report(self, sink: Sink, due: int, now: int) -> int:
+        """Report the interval that ended at `due` (monotonic ns); the next boundary.
+
+        A late wake-up (a stopped process, a busy machine) gives one report and the
+        grid goes on, as ePPing's timer does."""
+        assert self.aggregates is not None
+        for event in self.aggregates.report(now + self.time_base, self.time_base):
+            sink.write(event)
+        interval = self.aggregates.config.interval_ns
+        return due + ((now - due) // interval + 1) * interval
 
     def _install_signals(self, wake_fd: int) -> list[Callable[[], object]]:
         """SIGINT/SIGTERM stop, SIGUSR1 asks for the counters; every signal caught by
