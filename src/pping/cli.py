@@ -14,7 +14,15 @@ from types import FrameType
 from typing import NoReturn, TextIO
 
 from . import __version__
-from .config import NS_PER_MS, NS_PER_S, Config
+from .config import (
+    DEFAULT_HIGH_WATER,
+    DEFAULT_LOW_WATER,
+    MAX_OUTSTANDING_SHARE,
+    MIN_OUTSTANDING_CAP,
+    NS_PER_MS,
+    NS_PER_S,
+    Config,
+)
 from .engine import Engine
 from .errors import OptionsError, OutputError, PpingError
 from .fastpath import fast_replay
@@ -47,6 +55,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive: {text!r}")
     return value
 
 
@@ -122,6 +140,42 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument(
         "--max-flows", type=_positive_int, default=None, metavar="N", help="size of the flow table"
     )
+    pressure = parser.add_argument_group("pressure and statistics")
+    pressure.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="adapt to full tables: sample less often while the timestamp table is above "
+        "the high-water mark, shorten flow timeouts while the flow table is",
+    )
+    pressure.add_argument(
+        "--high-water",
+        type=_positive_int,
+        default=DEFAULT_HIGH_WATER,
+        metavar="PCT",
+        help=f"--adaptive: table occupancy that triggers a step (default {DEFAULT_HIGH_WATER})",
+    )
+    pressure.add_argument(
+        "--low-water",
+        type=_positive_int,
+        default=DEFAULT_LOW_WATER,
+        metavar="PCT",
+        help=f"--adaptive: occupancy below which a step is undone (default {DEFAULT_LOW_WATER})",
+    )
+    pressure.add_argument(
+        "--max-outstanding",
+        type=_non_negative_int,
+        default=None,
+        metavar="K",
+        help="timestamps one flow direction may hold at once (0: no cap; default "
+        f"1/{MAX_OUTSTANDING_SHARE} of the timestamp table, at least {MIN_OUTSTANDING_CAP})",
+    )
+    pressure.add_argument(
+        "--stats-interval",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="write a statistics record every S seconds (at clean-ups) and at the end",
+    )
     protocols = parser.add_argument_group("protocols")
     protocols.add_argument("-T", "--tcp", action="store_true", help="track TCP (default)")
     protocols.add_argument("-C", "--icmp", action="store_true", help="track ICMP echo")
@@ -173,6 +227,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         track_icmp=args.icmp,
         include_syn=args.include_syn,
         include_local=args.include_local,
+        max_outstanding=args.max_outstanding,
+        adaptive=args.adaptive,
+        high_water=args.high_water,
+        low_water=args.low_water,
+        stats_interval_ns=round(args.stats_interval * NS_PER_S),
         **extra,
     )
 

@@ -32,18 +32,35 @@ def timestamp_is_stale(age: Any, srtt: Any) -> Any:
     return known | (age > TIMESTAMP_LIFETIME_NS)
 
 
-def direction_is_old(age: Any, waiting: Any, icmp: Any) -> Any:
+def direction_is_old(age: Any, waiting: Any, icmp: Any, divisor: int = 1) -> Any:
     """An active direction whose last timestamp is `age` ns old has timed out;
-    `waiting`: still unopened (no reply yet); `icmp`: an ICMP echo flow."""
+    `waiting`: still unopened (no reply yet); `icmp`: an ICMP echo flow. `divisor`
+    shortens every lifetime (the pressure controller's idle-timeout divisor, see
+    pressure.py); integer division keeps both data paths on the same integers."""
     return (
-        (waiting & (age > UNOPENED_FLOW_LIFETIME_NS))
-        | (icmp & (age > ICMP_FLOW_LIFETIME_NS))
-        | (age > FLOW_LIFETIME_NS)
+        (waiting & (age > UNOPENED_FLOW_LIFETIME_NS // divisor))
+        | (icmp & (age > ICMP_FLOW_LIFETIME_NS // divisor))
+        | (age > FLOW_LIFETIME_NS // divisor)
     )
 
 
 DEFAULT_MAX_TIMESTAMPS = 131072
 DEFAULT_MAX_FLOWS = 131072
+
+# Pressure (docs/sampling.md, "Adapting to pressure"): occupancy marks in percent.
+DEFAULT_HIGH_WATER = 90
+DEFAULT_LOW_WATER = 50
+
+# Fairness (docs/sampling.md, "Fairness"): without --max-outstanding a direction may
+# hold 1/MAX_OUTSTANDING_SHARE of the timestamp table, and never fewer than
+# MIN_OUTSTANDING_CAP entries (so tiny tables keep sampling every round trip).
+MAX_OUTSTANDING_SHARE = 8
+MIN_OUTSTANDING_CAP = 16
+
+
+def default_max_outstanding(max_timestamps: int) -> int:
+    """The per-direction cap on outstanding timestamps for a table of this size."""
+    return max(MIN_OUTSTANDING_CAP, max_timestamps // MAX_OUTSTANDING_SHARE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +77,12 @@ class Config:
     include_local: bool = False
     max_timestamps: int = DEFAULT_MAX_TIMESTAMPS
     max_flows: int = DEFAULT_MAX_FLOWS
+    # None: default_max_outstanding(max_timestamps); 0: no cap.
+    max_outstanding: int | None = None
+    adaptive: bool = False
+    high_water: int = DEFAULT_HIGH_WATER
+    low_water: int = DEFAULT_LOW_WATER
+    stats_interval_ns: int = 0  # 0: no periodic statistics records
 
     def __post_init__(self) -> None:
         if self.rate_limit_ns < 0:
@@ -72,3 +95,20 @@ class Config:
             raise OptionsError("nothing to track: enable --tcp and/or --icmp")
         if self.max_timestamps < 1 or self.max_flows < 1:
             raise OptionsError("table sizes must be at least 1")
+        if self.max_outstanding is not None and self.max_outstanding < 0:
+            raise OptionsError("--max-outstanding must be zero or positive")
+        if not 0 < self.low_water < self.high_water <= 100:
+            raise OptionsError("water marks must satisfy 0 < --low-water < --high-water <= 100")
+        if self.stats_interval_ns < 0:
+            raise OptionsError("--stats-interval must be zero or positive")
+        if self.stats_interval_ns and not self.cleanup_interval_ns:
+            raise OptionsError("--stats-interval needs the clean-up (-c above 0)")
+        if self.adaptive and not self.cleanup_interval_ns:
+            raise OptionsError("--adaptive needs the clean-up (-c above 0)")
+
+    @property
+    def outstanding_cap(self) -> int:
+        """Outstanding timestamps one direction may hold (0: no cap)."""
+        if self.max_outstanding is None:
+            return default_max_outstanding(self.max_timestamps)
+        return self.max_outstanding

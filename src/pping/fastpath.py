@@ -777,7 +777,7 @@ class FastReplay:
                 outstanding=functools.partial(self._outstanding, dec, link),
                 times=columns[3],
                 sampling=functools.partial(self._sampling, dec, link),
-                rate_limit_ns=self.engine.config.rate_limit_ns,
+                rate_limit_ns=self.engine.rate_limit_ns,  # in force (pressure.py)
                 started=functools.partial(self._started, dec, link),
                 quiet=functools.partial(self._quiet, dec, link),
             )
@@ -912,8 +912,11 @@ def fast_replay(
 ) -> Generator[Event, None, None]:
     """The events of `replay.replay`, computed batch by batch (see the module doc)."""
     fast = FastReplay(engine, merge_interfaces)
+    last: int | None = None
     for batch in reader.iter_batches():
         times = batch.timestamps_ns
+        if len(times):
+            last = int(times[-1])
         if times.dtype != np.int64:  # a time beyond int64: exact ints, the slow way
             link = 0 if merge_interfaces else batch.interface
             yield from fast._slow(
@@ -925,3 +928,5 @@ def fast_replay(
             batch.linktype, batch.interface, batch.buffer, batch.offsets, batch.caplens,
             batch.wire_lens, times,
         )  # fmt: skip
+    if engine.config.stats_interval_ns and last is not None:
+        yield engine.statistics(last)

@@ -14,14 +14,24 @@ docs/output-formats.md for how closely they follow hers):
   flow (`rec_bytes` minus its value at that sample).
 
 Flow events are not part of the format (they only drop the per-flow state); map-full
-warnings and the counters summary go to the error stream.
+warnings, pressure changes, statistics records and the counters summary go to the
+error stream.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..events import Event, Flow, FlowEvent, FlowEventType, MapFullEvent, RttEvent
+from ..events import (
+    Event,
+    Flow,
+    FlowEvent,
+    FlowEventType,
+    MapFullEvent,
+    PressureEvent,
+    RttEvent,
+    StatsEvent,
+)
 from .output import TextStream
 from .standard import FLOW_CACHE_LIMIT, NS_PER_S, TextSink
 
@@ -83,3 +93,5 @@ class MachineSink(TextSink):
                 self._state.pop(event.flow.reversed(), None)
         elif type(event) is MapFullEvent:
             self._warn(event)
+        elif type(event) is PressureEvent or type(event) is StatsEvent:
+            self._note(event)

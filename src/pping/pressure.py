@@ -1,0 +1,223 @@
+"""Adapting to pressure, and the statistics records: what runs at each clean-up point.
+
+Theory of operation (docs/sampling.md, "Adapting to pressure", has the measurements):
+
+Both tables are bounded. When they fill, pping loses what it is there for: a full
+timestamp table refuses new samples, and a full flow table refuses new flows. The
+clean-up is the moment the occupancy of both tables is known without any per-packet
+cost (every data path walks both tables there), so the decisions are taken there,
+from the occupancy left after the clean-up removed what had gone stale:
+
+- timestamp table at or above the high-water mark: the sampling interval doubles
+  (the *sampling scale*: the effective interval is the configured one times the
+  scale, for the static `-r` limit and the `-R` multiplier alike), up to
+  MAX_SAMPLING_SCALE; below the low-water mark it halves, back down to the configured
+  interval. Fewer timestamps per flow make the flows take turns for the table.
+- flow table at or above the high-water mark: every flow lifetime of the clean-up
+  rules is divided by the *timeout divisor*, which doubles up to MAX_TIMEOUT_DIVISOR,
+  so idle flows make room for active ones sooner; below the low-water mark it halves.
+
+Between the two marks nothing changes (hysteresis: a table that hovers around one
+mark does not make the settings flap). One step per clean-up: the effect of a change
+shows in the occupancy of the next clean-up before the next step is taken.
+
+`PressureController` is the pure decision (occupancy in, changes out).
+`PressureMonitor` wraps it for a data path: it turns the changes into events and
+counters, and writes the statistics records (`--stats-interval`), so that the engine,
+the kernel replay and the live clean-up share one implementation and take the same
+decisions at the same moments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .config import FLOW_LIFETIME_NS, Config
+from .events import Counters, Event, PressureChange, PressureEvent, StatsEvent, Table
+
+# 64 x the default 100 ms: one sample per 6.4 s and direction at most. Past that a
+# monitor has stopped measuring RTTs; a bigger table is the answer then.
+MAX_SAMPLING_SCALE = 64
+# 300 s / 16 = 18.75 s (30 s / 16 = 1.875 s for unopened and ICMP flows): still far
+# above any round trip, so a flow that is merely between two bursts is not expired.
+MAX_TIMEOUT_DIVISOR = 16
+STEP = 2
+
+_COUNTER_OF = {
+    PressureChange.SAMPLING_RAISED: "sampling_raised",
+    PressureChange.SAMPLING_RELAXED: "sampling_relaxed",
+    PressureChange.TIMEOUT_SHORTENED: "timeout_shortened",
+    PressureChange.TIMEOUT_RESTORED: "timeout_restored",
+}
+
+
+def at_or_above(entries: int, capacity: int, percent: int) -> bool:
+    """entries / capacity >= percent / 100, in integers."""
+    return entries * 100 >= percent * capacity
+
+
+class PressureController:
+    """High/low water marks with hysteresis, for the sampling scale (timestamp table)
+    and the timeout divisor (flow table). Marks are percentages of a table's size."""
+
+    def __init__(
+        self,
+        high_water: int,
+        low_water: int,
+        max_sampling_scale: int = MAX_SAMPLING_SCALE,
+        max_timeout_divisor: int = MAX_TIMEOUT_DIVISOR,
+    ) -> None:
+        self.high_water = high_water
+        self.low_water = low_water
+        self.max_sampling_scale = max_sampling_scale
+        self.max_timeout_divisor = max_timeout_divisor
+        self.sampling_scale = 1
+        self.timeout_divisor = 1
+
+    def update(
+        self, timestamp_entries: int, max_timestamps: int, flow_entries: int, max_flows: int
+    ) -> list[PressureChange]:
+        """One decision per table from its occupancy; returns what changed."""
+        changes: list[PressureChange] = []
+        scale = self._step(self.sampling_scale, timestamp_entries, max_timestamps,
+                           self.max_sampling_scale)  # fmt: skip
+        if scale != self.sampling_scale:
+            changes.append(
+                PressureChange.SAMPLING_RAISED
+                if scale > self.sampling_scale
+                else PressureChange.SAMPLING_RELAXED
+            )
+            self.sampling_scale = scale
+        divisor = self._step(self.timeout_divisor, flow_entries, max_flows,
+                             self.max_timeout_divisor)  # fmt: skip
+        if divisor != self.timeout_divisor:
+            changes.append(
+                PressureChange.TIMEOUT_SHORTENED
+                if divisor > self.timeout_divisor
+                else PressureChange.TIMEOUT_RESTORED
+            )
+            self.timeout_divisor = divisor
+        return changes
+
+    def _step(self, value: int, entries: int, capacity: int, ceiling: int) -> int:
+        if at_or_above(entries, capacity, self.high_water):
+            return min(value * STEP, ceiling)
+        if not at_or_above(entries, capacity, self.low_water):
+            return max(value // STEP, 1)
+        return value
+
+
+class PressureMonitor:
+    """The clean-up's pressure and statistics duties for one data path.
+
+    The data path calls `at_cleanup` after each clean-up with the occupancy left, and
+    applies `sampling_scale` (to its rate limits) and `timeout_divisor` (to
+    `config.direction_is_old`) from then on.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.controller = (
+            PressureController(config.high_water, config.low_water) if config.adaptive else None
+        )
+        self._stats_due: int | None = None
+
+    @property
+    def sampling_scale(self) -> int:
+        return self.controller.sampling_scale if self.controller is not None else 1
+
+    @property
+    def timeout_divisor(self) -> int:
+        return self.controller.timeout_divisor if self.controller is not None else 1
+
+    @property
+    def rate_limit_ns(self) -> int:
+        """The static sampling interval in force."""
+        return self.config.rate_limit_ns * self.sampling_scale
+
+    @property
+    def flow_timeout_ns(self) -> int:
+        """The longest flow lifetime in force (an open TCP flow's)."""
+        return FLOW_LIFETIME_NS // self.timeout_divisor
+
+    def at_cleanup(
+        self,
+        now: int,
+        timestamp_entries: int,
+        flow_entries: int,
+        counters: Counters,
+        totals: Callable[[], Counters],
+    ) -> list[Event]:
+        """Decide from the occupancy left by the clean-up at `now`: pressure events
+        (each also counted in `counters`), then a statistics record if one is due
+        (its counts from `totals()`, which must include `counters`)."""
+        events: list[Event] = []
+        config = self.config
+        if self.controller is not None:
+            for change in self.controller.update(
+                timestamp_entries, config.max_timestamps, flow_entries, config.max_flows
+            ):
+                name = _COUNTER_OF[change]
+                setattr(counters, name, getattr(counters, name) + 1)
+                events.append(self._event(now, change, timestamp_entries, flow_entries))
+        if self._stats_due_at(now):
+            events.append(self.statistics(now, False, totals(), timestamp_entries, flow_entries))
+        return events
+
+    def _event(
+        self, now: int, change: PressureChange, timestamp_entries: int, flow_entries: int
+    ) -> PressureEvent:
+        config = self.config
+        if change in (PressureChange.SAMPLING_RAISED, PressureChange.SAMPLING_RELAXED):
+            table, entries, capacity = Table.TIMESTAMPS, timestamp_entries, config.max_timestamps
+        else:
+            table, entries, capacity = Table.FLOWS, flow_entries, config.max_flows
+        return PressureEvent(
+            timestamp=now,
+            change=change,
+            table=table,
+            entries=entries,
+            capacity=capacity,
+            sampling_scale=self.sampling_scale,
+            rate_limit_ns=self.rate_limit_ns,
+            timeout_divisor=self.timeout_divisor,
+            flow_timeout_ns=self.flow_timeout_ns,
+        )
+
+    def _stats_due_at(self, now: int) -> bool:
+        interval = self.config.stats_interval_ns
+        if interval <= 0:
+            return False
+        if self._stats_due is None:
+            # The first clean-up runs one clean-up interval after the start.
+            self._stats_due = now - self.config.cleanup_interval_ns + interval
+        if now < self._stats_due:
+            return False
+        self._stats_due = now + interval
+        return True
+
+    def statistics(
+        self, now: int, final: bool, counters: Counters, timestamp_entries: int, flow_entries: int
+    ) -> StatsEvent:
+        """A statistics record at `now` from the totals `counters` and the occupancy."""
+        c = counters
+        return StatsEvent(
+            timestamp=now,
+            final=final,
+            packets=c.packets,
+            timestamps_created=c.timestamps_created,
+            timestamps_matched=c.timestamps_matched,
+            timestamps_expired=c.timestamps_expired,
+            timestamps_table_full=c.timestamps_table_full,
+            timestamps_capped=c.timestamps_capped,
+            flows_created=c.flows_created,
+            rtt_events=c.rtt_events,
+            timestamp_entries=timestamp_entries,
+            max_timestamps=self.config.max_timestamps,
+            flow_entries=flow_entries,
+            max_flows=self.config.max_flows,
+            sampling_scale=self.sampling_scale,
+            rate_limit_ns=self.rate_limit_ns,
+            timeout_divisor=self.timeout_divisor,
+            flow_timeout_ns=self.flow_timeout_ns,
+        )
