@@ -75,6 +75,12 @@ const volatile struct pping_config config = {
 	.track_tcp = 1,
 };
 
+/* The sampling interval in force (see pping.h); user space writes it before load
+ * and whenever the pressure controller changes it. */
+struct pping_sampling sampling SEC(".data.sampling") = {
+	.rate_limit = 100 * 1000 * 1000,
+};
+
 /* Creation order of flow entries (clean-up reports timeouts in this order). */
 __u64 flow_seq = 0;
 
@@ -852,7 +858,7 @@ static __always_inline int is_newer_identifier(__u8 proto, __u32 id, __u32 last_
 	return diff != 0;
 }
 
-/* engine._rate_limited */
+/* engine._rate_limited, with the limits in force (`sampling`, not `config`). */
 static __always_inline int rate_limited(const struct flow_state *s, __u64 now)
 {
 	__u64 last = s->last_timestamp;
@@ -861,8 +867,8 @@ static __always_inline int rate_limited(const struct flow_state *s, __u64 now)
 	if (now < last)
 		return 1;
 	if (config.use_rtt_rate && rtt)
-		return now - last < ((config.rtt_rate * rtt) >> 16);
-	return now - last < config.rate_limit;
+		return now - last < ((sampling.rtt_rate * rtt) >> 16);
+	return now - last < sampling.rate_limit;
 }
 
 /* -- the pipeline ----------------------------------------------------------- */
@@ -923,7 +929,7 @@ static __always_inline void start_direction(struct flow_state *s, const struct p
 /*
  * timestamp_packet, for an active direction and a valid, new identifier:
  * local filter, rate limit, then (direction, pid) -> now without overwriting a
- * waiting entry of this incarnation.
+ * waiting entry of this incarnation, unless the direction is at its cap.
  */
 static __always_inline void timestamp_packet(struct __sk_buff *skb, struct flow_state *s,
 					     const struct packet_info *info, __u64 now,
@@ -951,6 +957,11 @@ static __always_inline void timestamp_packet(struct __sk_buff *skb, struct flow_
 		/* An orphan of an earlier connection on this tuple: replaced. */
 		*existing = now;
 		count(COUNTER_TIMESTAMPS_CREATED);
+		return;
+	}
+	/* Fairness: a direction holding its share does not take more of the table. */
+	if (config.max_outstanding && s->outstanding >= config.max_outstanding) {
+		count(COUNTER_TIMESTAMPS_CAPPED);
 		return;
 	}
 	err = bpf_map_update_elem(&timestamps, &ts_key, &now, BPF_NOEXIST);

@@ -29,6 +29,19 @@ struct pping_config {
 	__u8 local_filter;	/* live ingress: do not timestamp packets to this host */
 	__u8 replay;		/* time from skb->tstamp and link from skb->mark */
 	__u8 reserved;
+	__u32 max_outstanding;	/* timestamps one direction may hold; 0: no cap */
+	__u32 reserved2;
+};
+
+/*
+ * The sampling interval in force: the global `sampling`, alone in its data
+ * section ".data.sampling" (writable, unlike the config), rewritten whole by
+ * user space when the pressure controller (src/pping/pressure.py) changes the
+ * scale at a clean-up. Both fields are the configured values times the scale.
+ */
+struct pping_sampling {
+	__u64 rate_limit;	/* static interval per direction, ns (saturated) */
+	__u64 rtt_rate;		/* -R as 16.16 fixed point (modulo 2^64) */
 };
 
 /* Connection states of one direction (engine.py: EMPTY, WAITOPEN, OPEN, CLOSED). */
@@ -196,6 +209,7 @@ enum pping_counter {
 	COUNTER_FLOWS_TABLE_FULL,
 	COUNTER_RTT_EVENTS,
 	COUNTER_RINGBUF_FULL,
+	COUNTER_TIMESTAMPS_CAPPED,	/* the direction held config.max_outstanding */
 	PPING_NR_COUNTERS,
 };
 

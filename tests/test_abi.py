@@ -166,8 +166,15 @@ def test_counter_reasons_are_the_parsers_and_engines() -> None:
     # What only user space can hit: the link layer, which the replay converts.
     assert set(packet.SKIP_REASONS) - reasons == {packet.SKIP_LINKTYPE, packet.SKIP_BAD_LINK}
     fields = set(events.Counters().as_dict()) - {"packets", "skipped"}
-    # Expiry happens in the user-space clean-up.
-    assert fields - set(abi.COUNTER_FIELDS.values()) == {"timestamps_expired", "flows_expired"}
+    # Expiry and the pressure controller's decisions happen in the user-space clean-up.
+    assert fields - set(abi.COUNTER_FIELDS.values()) == {
+        "timestamps_expired",
+        "flows_expired",
+        "sampling_raised",
+        "sampling_relaxed",
+        "timeout_shortened",
+        "timeout_restored",
+    }
 
 
 # -- the C compiler's view -------------------------------------------------------------

@@ -71,7 +71,15 @@ EXTRA_OPTION_SETS = {
     "no-cleanup": ["-r", "0", "-c", "0", "-T", "-C", "-s"],
     "fast-cleanup": ["-r", "0", "-c", "0.1", "-T", "-C", "-s"],
     "tiny-tables": ["-r", "0", "-s", "-T", "-C", "--max-flows", "3", "--max-timestamps", "5"],
-}
+    "adaptive": [
+        "-r", "10", "-c", "0.1", "-s", "-T", "-C", "--adaptive", "--max-flows", "6",
+        "--max-timestamps", "8", "--max-outstanding", "3", "--stats-interval", "0.5",
+    ],
+    "adaptive-rtt-rate": [
+        "-r", "10", "-R", "0.5", "-c", "0.1", "-s", "--adaptive", "--high-water", "50",
+        "--low-water", "25", "--max-timestamps", "16", "--stats-interval", "1",
+    ],
+}  # fmt: skip
 
 
 def config_of(options: list[str]) -> Config:

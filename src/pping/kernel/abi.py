@@ -48,7 +48,16 @@ class PpingConfig(ctypes.Structure):
         ("local_filter", U8),
         ("replay", U8),
         ("reserved", U8),
+        ("max_outstanding", U32),
+        ("reserved2", U32),
     ]
+
+
+class PpingSampling(ctypes.Structure):
+    """struct pping_sampling (the `sampling` global in .data.sampling): the limits in
+    force, the configured ones times the pressure controller's scale."""
+
+    _fields_ = [("rate_limit", U64), ("rtt_rate", U64)]
 
 
 class FlowKey(ctypes.Structure):
@@ -163,6 +172,7 @@ class MapFullEvent(ctypes.Structure):
 # Every mirrored structure under its C name (tests/test_abi.py walks this).
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "pping_config": PpingConfig,
+    "pping_sampling": PpingSampling,
     "flow_key": FlowKey,
     "flow_state": FlowState,
     "dual_flow": DualFlow,
@@ -234,6 +244,7 @@ COUNTERS: tuple[str, ...] = (
     "COUNTER_FLOWS_TABLE_FULL",
     "COUNTER_RTT_EVENTS",
     "COUNTER_RINGBUF_FULL",
+    "COUNTER_TIMESTAMPS_CAPPED",
 )
 NR_COUNTERS = len(COUNTERS)
 COUNTER_PACKETS = COUNTERS.index("COUNTER_PACKETS")
@@ -265,6 +276,7 @@ COUNTER_FIELDS: dict[int, str] = {
     COUNTERS.index("COUNTER_FLOWS_CLOSED"): "flows_closed",
     COUNTERS.index("COUNTER_FLOWS_TABLE_FULL"): "flows_table_full",
     COUNTERS.index("COUNTER_RTT_EVENTS"): "rtt_events",
+    COUNTERS.index("COUNTER_TIMESTAMPS_CAPPED"): "timestamps_capped",
 }
 
 # Other enums of pping.h, name -> value, for tests/test_abi.py (the values of the flow
@@ -297,6 +309,8 @@ PROGRAM_INGRESS = "pping_tc_ingress"
 PROGRAM_EGRESS = "pping_tc_egress"
 PROGRAM_RELEASE = "pping_release"  # SEC("syscall"): the clean-up's timestamp removal
 MAP_RELEASES = ".data.releases"  # the data section of the global `releases`
+MAP_SAMPLING = ".data.sampling"  # the data section of the global `sampling`
+SAMPLING_VARIABLE = "sampling"
 MAP_FLOWS = "flows"
 MAP_TIMESTAMPS = "timestamps"
 MAP_EVENTS = "events"

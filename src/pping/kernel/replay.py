@@ -18,7 +18,8 @@ will do it:
 - Time and link: the context's `tstamp` carries the capture time minus `base` (the
   program's clock is 64-bit, capture times are not), `mark` the interface.
 - Clean-up: run here at the moments of `replay.CleanupClock`, on the maps, with the
-  rules of `Engine.expire` (see `_expire`).
+  rules of `Engine.expire` (see `_expire`), followed by the engine's pressure monitor
+  (pressure.py), whose sampling scale is written to the program's `sampling` global.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ from ..packet import (
     PacketInfo,
     parse_packet,
 )
+from ..pressure import PressureMonitor
 from ..replay import CleanupClock
 from ..sources.pcap import CaptureRecord
 from . import abi, libbpf
@@ -389,6 +391,7 @@ class KernelReplay:
         self.base: int | None = None
         # Whether moving the clock had to clamp a time (see _rebase).
         self.clamped = False
+        self.pressure = PressureMonitor(config)
 
     def close(self) -> None:
         if self.owns_program:
@@ -404,6 +407,7 @@ class KernelReplay:
         merge = self.merge_interfaces
         counters = self.counters
         max_packet = libbpf.TEST_RUN_MAX_PACKET
+        now: int | None = None
         for record in records:
             now = record.timestamp_ns
             if clock_due(now):
@@ -436,6 +440,8 @@ class KernelReplay:
             if ring.pending():
                 for data in ring.read():
                     yield decode_event(data, base)
+        if self.config.stats_interval_ns and now is not None:
+            yield self.pressure.statistics(now, True, self.totals(), *self._occupancy())
 
     def _rebase(self, new_base: int) -> None:
         """Move the program's clock so that it starts at capture time `new_base`.
@@ -486,7 +492,8 @@ class KernelReplay:
         """Engine.expire on the program's maps: stale timestamps, then idle flows."""
         base = self.base
         if base is None:
-            return []  # nothing reached the program yet: its maps are empty
+            # Nothing reached the program yet: its maps are empty.
+            return self._after_cleanup(now, 0, 0)
         program = self.program
         flow_keys, flows = libbpf.map_lookup_batch(
             program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
@@ -528,13 +535,15 @@ class KernelReplay:
         # Flows (Engine._expire_flows), in the engine's order: creation order.
         events: list[Event] = []
         dead = []
+        divisor = self.pressure.timeout_divisor
         conn = states["conn_state"].tolist()
         last = states["last_timestamp"].tolist()
         for row in np.argsort(flows["seq"], kind="stable").tolist():
             key = key_bytes[row]
             proto = key[4]
             old = [
-                _is_flow_old(proto, conn[row][side], last[row][side] + base, now) for side in (0, 1)
+                _is_flow_old(proto, conn[row][side], last[row][side] + base, now, divisor)
+                for side in (0, 1)
             ]
             active = [abi.CONN_WAITOPEN <= conn[row][side] <= abi.CONN_OPEN for side in (0, 1)]
             if (active[0] and not old[0]) or (active[1] and not old[1]):
@@ -554,27 +563,65 @@ class KernelReplay:
             updated = flows[changed]
             updated["dir"]["outstanding"] = outstanding[changed].astype(np.uint32)
             libbpf.map_update_batch(program.flows_fd, flow_keys[changed], updated)
+        left = (len(ts_keys) - len(stale), len(flow_keys) - len(dead))
+        return events + self._after_cleanup(now, *left)
+
+    def _after_cleanup(self, now: int, timestamp_entries: int, flow_entries: int) -> list[Event]:
+        """Engine.expire's last step: the pressure monitor's decisions and statistics;
+        a new sampling scale goes to the program."""
+        pressure = self.pressure
+        scale = pressure.sampling_scale
+        events = pressure.at_cleanup(
+            now, timestamp_entries, flow_entries, self.counters, self.totals
+        )
+        if pressure.sampling_scale != scale:
+            self.program.set_sampling_scale(pressure.sampling_scale)
         return events
+
+    def _occupancy(self) -> tuple[int, int]:
+        """Entries of the timestamp and flow tables."""
+        program = self.program
+        timestamps, _ = libbpf.map_lookup_batch(
+            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
+        )
+        flows, _ = libbpf.map_lookup_batch(
+            program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+        )
+        return len(timestamps), len(flows)
+
+    def totals(self) -> Counters:
+        """Everything counted so far, in the kernel and here."""
+        totals = Counters()
+        self._add_counts(totals)
+        return totals
+
+    def _add_counts(self, counters: Counters) -> int:
+        """Add the kernel's and this replay's counts to `counters`; returns the events
+        the ring buffer lost."""
+        lost = self.program.add_counters(counters)
+        own = self.counters
+        counters.packets += own.packets
+        for reason, count in own.skipped.items():
+            counters.skip(reason, count)
+        for name in ("timestamps_expired", "flows_expired", "sampling_raised",
+                     "sampling_relaxed", "timeout_shortened", "timeout_restored"):  # fmt: skip
+            setattr(counters, name, getattr(counters, name) + getattr(own, name))
+        return lost
 
     def finish(self, counters: Counters, check: bool = True) -> None:
         """Add everything counted (kernel and here) to `counters`; with `check`, fail
         if the ring buffer lost events."""
-        lost = self.program.add_counters(counters)
-        counters.packets += self.counters.packets
-        for reason, count in self.counters.skipped.items():
-            counters.skip(reason, count)
-        counters.timestamps_expired += self.counters.timestamps_expired
-        counters.flows_expired += self.counters.flows_expired
+        lost = self._add_counts(counters)
         if lost and check:
             raise KernelError(f"failed to replay: {lost} events lost (ring buffer full)")
 
 
-def _is_flow_old(proto: int, conn_state: int, last_timestamp: int, now: int) -> bool:
+def _is_flow_old(proto: int, conn_state: int, last_timestamp: int, now: int, divisor: int) -> bool:
     if not abi.CONN_WAITOPEN <= conn_state <= abi.CONN_OPEN or last_timestamp > now:
         return False
     icmp = proto in (IPPROTO_ICMP, IPPROTO_ICMPV6)
     waiting = conn_state == abi.CONN_WAITOPEN
-    return bool(direction_is_old(now - last_timestamp, waiting, icmp))
+    return bool(direction_is_old(now - last_timestamp, waiting, icmp, divisor))
 
 
 def _timeout_event(now: int, flow: Flow) -> FlowEvent:
