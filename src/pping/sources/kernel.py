@@ -61,11 +61,13 @@ from ..events import (
     FlowEvent,
     FlowEventType,
     MapFullEvent,
+    StatsEvent,
 )
 from ..kernel import abi, libbpf
 from ..kernel.attach import Attachment, attach, attach_mode, interface_exists, interface_index
 from ..kernel.batch import EventBuilder, read_batch
 from ..kernel.program import PpingProgram
+from ..pressure import PressureMonitor
 from ..sinks import Sink
 
 LIVE_RINGBUF_BYTES = 1 << 22  # 4 MiB: ~40000 RTT events of slack for a slow sink
@@ -177,9 +179,14 @@ def _flow_of(key: bytes, side: int) -> Flow:
 
 
 def old_directions(
-    proto: npt.NDArray[Any], conn: npt.NDArray[Any], last: npt.NDArray[Any], now: int
+    proto: npt.NDArray[Any],
+    conn: npt.NDArray[Any],
+    last: npt.NDArray[Any],
+    now: int,
+    divisor: int = 1,
 ) -> npt.NDArray[np.bool_]:
-    """Which directions are *old* (docs/algorithm.md, "Clean-up"), for n flows at once.
+    """Which directions are *old* (docs/algorithm.md, "Clean-up"), for n flows at once,
+    with the flow lifetimes divided by `divisor` (pressure.py).
 
     `proto` has shape (n,), `conn` (connection states) and `last` (last timestamps)
     shape (n, 2); the result has shape (n, 2).
@@ -190,7 +197,7 @@ def old_directions(
     not_future = last <= clock
     age = np.where(not_future, clock - np.minimum(last, clock), np.uint64(0))
     icmp = ((proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6))[:, None]
-    old = direction_is_old(age, conn == abi.CONN_WAITOPEN, icmp)
+    old = direction_is_old(age, conn == abi.CONN_WAITOPEN, icmp, divisor)
     result: npt.NDArray[np.bool_] = active & not_future & old
     return result
 
@@ -270,32 +277,67 @@ class LiveCleanup:
     - a flow entry found idle is read again before it is deleted, and kept if a packet
       made it live meanwhile.
 
+    After the removals the pressure monitor (pressure.py) decides from the occupancy
+    seen here (the snapshot minus what this pass removed; packets keep changing it),
+    and a new sampling scale is written to the program's `sampling` global.
+
     Times are the program's clock (CLOCK_MONOTONIC ns); `time_base` is added to the
     times of the events returned.
     """
 
-    def __init__(self, program: PpingProgram) -> None:
+    def __init__(self, program: PpingProgram, totals: Callable[[], Counters] = Counters) -> None:
         self.program = program
         self.timestamps_expired = 0
         self.flows_expired = 0
+        self.pressure = PressureMonitor(program.config)
+        # The pressure monitor's counts (sampling_raised, ...); `totals` gives every
+        # count of the monitoring, for the statistics records.
+        self.pressure_counts = Counters()
+        self.totals = totals
 
     def run(self, now: int, time_base: int = 0) -> list[Event]:
         program = self.program
         flow_keys, flows = libbpf.map_lookup_batch(
             program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
         )
-        self._expire_timestamps(now, flow_keys, flows)
-        return self._expire_flows(now, time_base, flow_keys, flows)
+        timestamps_left = self._expire_timestamps(now, flow_keys, flows)
+        expired_before = self.flows_expired
+        events = self._expire_flows(now, time_base, flow_keys, flows)
+        flows_left = len(flow_keys) - (self.flows_expired - expired_before)
+        return events + self._adapt(now + time_base, timestamps_left, flows_left)
+
+    def _adapt(self, when: int, timestamps_left: int, flows_left: int) -> list[Event]:
+        """The pressure monitor's decisions and statistics (events at time `when`)."""
+        pressure = self.pressure
+        scale = pressure.sampling_scale
+        events = pressure.at_cleanup(
+            when, timestamps_left, flows_left, self.pressure_counts, self.totals
+        )
+        if pressure.sampling_scale != scale:
+            self.program.set_sampling_scale(pressure.sampling_scale)
+        return events
+
+    def final_statistics(self, when: int) -> StatsEvent:
+        """The statistics record at the end of monitoring (at time `when`)."""
+        program = self.program
+        timestamps, _ = libbpf.map_lookup_batch(
+            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
+        )
+        flows, _ = libbpf.map_lookup_batch(
+            program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+        )
+        return self.pressure.statistics(when, True, self.totals(), len(timestamps), len(flows))
 
     def _expire_timestamps(
         self, now: int, flow_keys: npt.NDArray[Any], flows: npt.NDArray[Any]
-    ) -> None:
+    ) -> int:
+        """Remove the stale timestamps; returns how many entries are left."""
         program = self.program
         ts_keys, sent = libbpf.map_lookup_batch(
             program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
         )
         if len(ts_keys) == 0:
-            return
+            return 0
         clock = np.uint64(now)
         # No entry younger than the shortest lifetime can go: skip those in bulk.
         older = sent < clock
@@ -303,7 +345,7 @@ class LiveCleanup:
             older & (clock - np.where(older, sent, clock) > TIMESTAMP_MIN_LIFETIME_NS)
         )
         if len(candidates) == 0:
-            return
+            return len(ts_keys)
         raw_flows = flow_keys.tobytes()
         row_of = {
             raw_flows[i * _FLOW_KEY_SIZE : (i + 1) * _FLOW_KEY_SIZE]: i
@@ -322,9 +364,10 @@ class LiveCleanup:
             if timestamp_is_stale(age, state_srtt):
                 stale.append(i)
         if not stale:
-            return
-        deleted = release_timestamps(program, ts_keys[stale], sent[stale])
-        self.timestamps_expired += int(deleted.sum())
+            return len(ts_keys)
+        deleted = int(release_timestamps(program, ts_keys[stale], sent[stale]).sum())
+        self.timestamps_expired += deleted
+        return len(ts_keys) - deleted
 
     def _expire_flows(
         self, now: int, time_base: int, flow_keys: npt.NDArray[Any], flows: npt.NDArray[Any]
@@ -334,7 +377,8 @@ class LiveCleanup:
         states = flows["dir"]
         conn = states["conn_state"]
         active = (conn == abi.CONN_WAITOPEN) | (conn == abi.CONN_OPEN)
-        old = old_directions(flow_keys["proto"], conn, states["last_timestamp"], now)
+        divisor = self.pressure.timeout_divisor
+        old = old_directions(flow_keys["proto"], conn, states["last_timestamp"], now, divisor)
         dead_rows = np.flatnonzero(~(active & ~old).any(axis=1))
         if len(dead_rows) == 0:
             return []
@@ -352,7 +396,7 @@ class LiveCleanup:
             fresh_conn = fresh_states["conn_state"]
             fresh_active = (fresh_conn == abi.CONN_WAITOPEN) | (fresh_conn == abi.CONN_OPEN)
             fresh_old = old_directions(
-                key["proto"], fresh_conn, fresh_states["last_timestamp"], now
+                key["proto"], fresh_conn, fresh_states["last_timestamp"], now, divisor
             )
             if (fresh_active & ~fresh_old).any():
                 continue  # a packet made it live again
@@ -421,7 +465,7 @@ class LiveMonitor:
                 if "Operation not permitted" in str(error):
                     raise privilege_error(list(self.interfaces.values())) from None
                 raise
-            self.cleanup = LiveCleanup(self.program)
+            self.cleanup = LiveCleanup(self.program, self.counters)
             ingress = self.program.program_fds[abi.PROGRAM_INGRESS]
             egress = self.program.program_fds[abi.PROGRAM_EGRESS]
             for ifindex, name in self.interfaces.items():
@@ -444,6 +488,11 @@ class LiveMonitor:
         if self.cleanup is not None:
             counters.timestamps_expired = self.cleanup.timestamps_expired
             counters.flows_expired = self.cleanup.flows_expired
+            own = self.cleanup.pressure_counts
+            counters.sampling_raised = own.sampling_raised
+            counters.sampling_relaxed = own.sampling_relaxed
+            counters.timeout_shortened = own.timeout_shortened
+            counters.timeout_restored = own.timeout_restored
         return counters
 
     def lost_events(self) -> int:
@@ -577,6 +626,8 @@ class LiveMonitor:
         self.detach()
         self._drain(sink)
         self._report_lost()
+        if self.config.stats_interval_ns and self.cleanup is not None:
+            sink.write(self.cleanup.final_statistics(time.monotonic_ns() + self.time_base))
         if self._gone is not None:
             raise InterfaceGone(f"interface {self._gone} disappeared; stopping")
 
