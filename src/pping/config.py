@@ -47,9 +47,10 @@ def direction_is_old(age: Any, waiting: Any, icmp: Any, divisor: int = 1) -> Any
 DEFAULT_MAX_TIMESTAMPS = 131072
 DEFAULT_MAX_FLOWS = 131072
 
-# Pressure (docs/sampling.md, "Adapting to pressure"): occupancy marks in percent.
+# Pressure (docs/sampling.md, "Adapting to pressure"): occupancy marks in percent. A
+# relaxed step doubles the demand, so the low mark stays below half the high one.
 DEFAULT_HIGH_WATER = 90
-DEFAULT_LOW_WATER = 50
+DEFAULT_LOW_WATER = 40
 
 # Fairness (docs/sampling.md, "Fairness"): without --max-outstanding a direction may
 # hold 1/MAX_OUTSTANDING_SHARE of the timestamp table, and never fewer than

@@ -534,12 +534,12 @@ class Engine:
     def expire(self, now: int) -> list[Event]:
         """Periodic clean-up at time `now`: stale timestamps, then idle flows, then the
         pressure monitor's decisions and statistics."""
+        # The occupancy the packets left, before the clean-up: what they had to live with.
+        occupancy = (len(self.timestamps), len(self.flows))
         self._expire_timestamps(now)
         events = self._expire_flows(now)
         pressure = self.pressure
-        events += pressure.at_cleanup(
-            now, len(self.timestamps), len(self.flows), self.counters, lambda: self.counters
-        )
+        events += pressure.at_cleanup(now, *occupancy, self.counters, lambda: self.counters)
         self.set_sampling_scale(pressure.sampling_scale)
         return events
 

@@ -6,7 +6,8 @@ Both tables are bounded. When they fill, pping loses what it is there for: a ful
 timestamp table refuses new samples, and a full flow table refuses new flows. The
 clean-up is the moment the occupancy of both tables is known without any per-packet
 cost (every data path walks both tables there), so the decisions are taken there,
-from the occupancy left after the clean-up removed what had gone stale:
+from the occupancy the clean-up found: the one the packets of the last interval
+lived with (what the clean-up then removes was holding room all the same):
 
 - timestamp table at or above the high-water mark: the sampling interval doubles
   (the *sampling scale*: the effective interval is the configured one times the
@@ -110,7 +111,7 @@ class PressureController:
 class PressureMonitor:
     """The clean-up's pressure and statistics duties for one data path.
 
-    The data path calls `at_cleanup` after each clean-up with the occupancy left, and
+    The data path calls `at_cleanup` after each clean-up with the occupancy it found, and
     applies `sampling_scale` (to its rate limits) and `timeout_divisor` (to
     `config.direction_is_old`) from then on.
     """
@@ -148,7 +149,7 @@ class PressureMonitor:
         counters: Counters,
         totals: Callable[[], Counters],
     ) -> list[Event]:
-        """Decide from the occupancy left by the clean-up at `now`: pressure events
+        """Decide from the occupancy found by the clean-up at `now`: pressure events
         (each also counted in `counters`), then a statistics record if one is due
         (its counts from `totals()`, which must include `counters`)."""
         events: list[Event] = []

@@ -563,8 +563,8 @@ class KernelReplay:
             updated = flows[changed]
             updated["dir"]["outstanding"] = outstanding[changed].astype(np.uint32)
             libbpf.map_update_batch(program.flows_fd, flow_keys[changed], updated)
-        left = (len(ts_keys) - len(stale), len(flow_keys) - len(dead))
-        return events + self._after_cleanup(now, *left)
+        # The occupancy the packets left, before this clean-up (Engine.expire).
+        return events + self._after_cleanup(now, len(ts_keys), len(flow_keys))
 
     def _after_cleanup(self, now: int, timestamp_entries: int, flow_entries: int) -> list[Event]:
         """Engine.expire's last step: the pressure monitor's decisions and statistics;

@@ -278,8 +278,8 @@ class LiveCleanup:
       made it live meanwhile.
 
     After the removals the pressure monitor (pressure.py) decides from the occupancy
-    seen here (the snapshot minus what this pass removed; packets keep changing it),
-    and a new sampling scale is written to the program's `sampling` global.
+    of the snapshot read here (before the removals, as Engine.expire), and a new
+    sampling scale is written to the program's `sampling` global.
 
     Times are the program's clock (CLOCK_MONOTONIC ns); `time_base` is added to the
     times of the events returned.
@@ -300,18 +300,17 @@ class LiveCleanup:
         flow_keys, flows = libbpf.map_lookup_batch(
             program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
         )
-        timestamps_left = self._expire_timestamps(now, flow_keys, flows)
-        expired_before = self.flows_expired
+        timestamp_entries = self._expire_timestamps(now, flow_keys, flows)
         events = self._expire_flows(now, time_base, flow_keys, flows)
-        flows_left = len(flow_keys) - (self.flows_expired - expired_before)
-        return events + self._adapt(now + time_base, timestamps_left, flows_left)
+        return events + self._adapt(now + time_base, timestamp_entries, len(flow_keys))
 
-    def _adapt(self, when: int, timestamps_left: int, flows_left: int) -> list[Event]:
-        """The pressure monitor's decisions and statistics (events at time `when`)."""
+    def _adapt(self, when: int, timestamp_entries: int, flow_entries: int) -> list[Event]:
+        """The pressure monitor's decisions and statistics (events at time `when`)
+        from the occupancy the packets left (Engine.expire)."""
         pressure = self.pressure
         scale = pressure.sampling_scale
         events = pressure.at_cleanup(
-            when, timestamps_left, flows_left, self.pressure_counts, self.totals
+            when, timestamp_entries, flow_entries, self.pressure_counts, self.totals
         )
         if pressure.sampling_scale != scale:
             self.program.set_sampling_scale(pressure.sampling_scale)
@@ -331,7 +330,7 @@ class LiveCleanup:
     def _expire_timestamps(
         self, now: int, flow_keys: npt.NDArray[Any], flows: npt.NDArray[Any]
     ) -> int:
-        """Remove the stale timestamps; returns how many entries are left."""
+        """Remove the stale timestamps; returns how many entries there were."""
         program = self.program
         ts_keys, sent = libbpf.map_lookup_batch(
             program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
@@ -363,11 +362,10 @@ class LiveCleanup:
             age = now - int(sent[i])
             if timestamp_is_stale(age, state_srtt):
                 stale.append(i)
-        if not stale:
-            return len(ts_keys)
-        deleted = int(release_timestamps(program, ts_keys[stale], sent[stale]).sum())
-        self.timestamps_expired += deleted
-        return len(ts_keys) - deleted
+        if stale:
+            deleted = release_timestamps(program, ts_keys[stale], sent[stale])
+            self.timestamps_expired += int(deleted.sum())
+        return len(ts_keys)
 
     def _expire_flows(
         self, now: int, time_base: int, flow_keys: npt.NDArray[Any], flows: npt.NDArray[Any]
