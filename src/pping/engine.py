@@ -539,8 +539,10 @@ class Engine:
         self._expire_timestamps(now)
         events = self._expire_flows(now)
         pressure = self.pressure
+        scale = pressure.sampling_scale
         events += pressure.at_cleanup(now, *occupancy, self.counters, lambda: self.counters)
-        self.set_sampling_scale(pressure.sampling_scale)
+        if pressure.sampling_scale != scale:
+            self.set_sampling_scale(pressure.sampling_scale)
         return events
 
     def set_sampling_scale(self, scale: int) -> None:

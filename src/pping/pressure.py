@@ -32,6 +32,7 @@ decisions at the same moments.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .config import FLOW_LIFETIME_NS, Config
 from .events import Counters, Event, PressureChange, PressureEvent, StatsEvent, Table
@@ -43,6 +44,8 @@ MAX_SAMPLING_SCALE = 64
 # above any round trip, so a flow that is merely between two bursts is not expired.
 MAX_TIMEOUT_DIVISOR = 16
 STEP = 2
+# Clean-ups in a row below the low-water mark before a step down.
+RELAX_AFTER = 3
 
 _COUNTER_OF = {
     PressureChange.SAMPLING_RAISED: "sampling_raised",
@@ -57,9 +60,35 @@ def at_or_above(entries: int, capacity: int, percent: int) -> bool:
     return entries * 100 >= percent * capacity
 
 
+@dataclass(slots=True)
+class _Knob:
+    """One setting stepped by the occupancy of one table: 1 .. ceiling."""
+
+    ceiling: int
+    value: int = 1
+    quiet: int = 0  # consecutive clean-ups that allowed a step down
+
+    def step(self, high: bool, low: bool) -> int:
+        """The new value: up on `high`, down after RELAX_AFTER clean-ups in a row
+        with `low`."""
+        self.quiet = self.quiet + 1 if low and not high else 0
+        if high:
+            self.value = min(self.value * STEP, self.ceiling)
+        elif self.quiet >= RELAX_AFTER and self.value > 1:
+            self.value //= STEP
+            self.quiet = 0
+        return self.value
+
+
 class PressureController:
     """High/low water marks with hysteresis, for the sampling scale (timestamp table)
-    and the timeout divisor (flow table). Marks are percentages of a table's size."""
+    and the timeout divisor (flow table). Marks are percentages of a table's size.
+
+    A table is *high* when its occupancy is at or above the high mark, *low* when it
+    is below the low mark. A step down needs RELAX_AFTER low updates in a row: a step
+    down doubles the demand at once (every flow whose interval has passed samples
+    again), and the occupancy a clean-up finds is one moment of it.
+    """
 
     def __init__(
         self,
@@ -70,42 +99,46 @@ class PressureController:
     ) -> None:
         self.high_water = high_water
         self.low_water = low_water
-        self.max_sampling_scale = max_sampling_scale
-        self.max_timeout_divisor = max_timeout_divisor
-        self.sampling_scale = 1
-        self.timeout_divisor = 1
+        self._sampling = _Knob(max_sampling_scale)
+        self._timeout = _Knob(max_timeout_divisor)
+
+    @property
+    def sampling_scale(self) -> int:
+        return self._sampling.value
+
+    @property
+    def timeout_divisor(self) -> int:
+        return self._timeout.value
 
     def update(
-        self, timestamp_entries: int, max_timestamps: int, flow_entries: int, max_flows: int
+        self,
+        timestamp_entries: int,
+        max_timestamps: int,
+        flow_entries: int,
+        max_flows: int,
     ) -> list[PressureChange]:
         """One decision per table from its occupancy; returns what changed."""
         changes: list[PressureChange] = []
-        scale = self._step(self.sampling_scale, timestamp_entries, max_timestamps,
-                           self.max_sampling_scale)  # fmt: skip
-        if scale != self.sampling_scale:
+        before = self._sampling.value
+        after = self._step(self._sampling, timestamp_entries, max_timestamps)
+        if after != before:
+            raised = after > before
             changes.append(
-                PressureChange.SAMPLING_RAISED
-                if scale > self.sampling_scale
-                else PressureChange.SAMPLING_RELAXED
+                PressureChange.SAMPLING_RAISED if raised else PressureChange.SAMPLING_RELAXED
             )
-            self.sampling_scale = scale
-        divisor = self._step(self.timeout_divisor, flow_entries, max_flows,
-                             self.max_timeout_divisor)  # fmt: skip
-        if divisor != self.timeout_divisor:
+        before = self._timeout.value
+        after = self._step(self._timeout, flow_entries, max_flows)
+        if after != before:
+            shortened = after > before
             changes.append(
-                PressureChange.TIMEOUT_SHORTENED
-                if divisor > self.timeout_divisor
-                else PressureChange.TIMEOUT_RESTORED
+                PressureChange.TIMEOUT_SHORTENED if shortened else PressureChange.TIMEOUT_RESTORED
             )
-            self.timeout_divisor = divisor
         return changes
 
-    def _step(self, value: int, entries: int, capacity: int, ceiling: int) -> int:
-        if at_or_above(entries, capacity, self.high_water):
-            return min(value * STEP, ceiling)
-        if not at_or_above(entries, capacity, self.low_water):
-            return max(value // STEP, 1)
-        return value
+    def _step(self, knob: _Knob, entries: int, capacity: int) -> int:
+        high = at_or_above(entries, capacity, self.high_water)
+        low = not at_or_above(entries, capacity, self.low_water)
+        return knob.step(high, low)
 
 
 class PressureMonitor:
@@ -157,7 +190,7 @@ class PressureMonitor:
         if self.controller is not None:
             for change in self.controller.update(
                 timestamp_entries, config.max_timestamps, flow_entries, config.max_flows
-            ):
+            ):  # fmt: skip
                 name = _COUNTER_OF[change]
                 setattr(counters, name, getattr(counters, name) + 1)
                 events.append(self._event(now, change, timestamp_entries, flow_entries))
