@@ -545,3 +545,30 @@ def test_command_line(tmp_path: pytest.TempPathFactory) -> None:
     assert code == 2 and err.count("\n") == 1 and "water marks" in err
     code, _, err = _cli(tmp_path, "--read", path, "--max-outstanding", "-1")
     assert code == 2 and err.count("\n") == 1
+
+
+@pytest.mark.privileged
+@pytest.mark.skipif(_kernel_skip() is not None, reason=str(_kernel_skip()))
+@pytest.mark.parametrize("case", ["adaptive", "adaptive-rtt-rate"])
+def test_live_cleanup_takes_the_same_decisions(case: str) -> None:
+    """The live monitor's clean-up (sources/kernel.py) decides as the engine does."""
+    from pping.kernel.replay import load_replay_program
+    from test_live import LiveCleanupReplay
+
+    make, config = PARITY_CASES[case]
+    raw = make()
+    expected, engine = engine_events(raw, config)
+    program = load_replay_program(config)
+    try:
+        session = LiveCleanupReplay(config, program)
+        got = list(session.run(CaptureReader(io.BytesIO(raw))))
+        counters = Counters()
+        session.finish(counters)
+    finally:
+        program.close()
+    assert got == expected
+    own = session.live.pressure_counts
+    assert (own.sampling_raised, own.sampling_relaxed) == (
+        engine.counters.sampling_raised, engine.counters.sampling_relaxed,
+    )  # fmt: skip
+    assert own.sampling_raised > 0
