@@ -136,7 +136,8 @@ def main() -> int:
         "adaptive": Config(max_timestamps=args.max_timestamps, adaptive=True),
     }
     results = {name: run_mode(raw, truth, config) for name, config in modes.items()}
-    path_rtts = Counter(min(v // 100_000_000, 2) for v in truth.min_path_rtt_ns.values() if v)
+    data_flows = {s.data_flow for s in truth.samples}
+    path_rtts = Counter(min(truth.min_path_rtt_ns[f] // 100_000_000, 2) for f in data_flows)
     print(
         json.dumps(
             {
