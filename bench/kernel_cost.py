@@ -32,8 +32,8 @@ docs/benchmarks.md). Its ``.rodata`` config is set as its user space would for
 ratios are computed from measurements taken in the same run, rounds interleaved.
 
 ``--baseline REF`` also measures pping's program as it was at git revision REF (built
-from ``git archive REF bpf`` into a temporary directory, loaded with the first 24 bytes
-of today's ``struct pping_config``, the layout before ``max_outstanding``), so the cost
+from ``git archive REF bpf`` into a temporary directory, loaded with today's ``struct
+pping_config`` up to ``max_outstanding``: the layout before it), so the cost
 of features added since is a ratio of two measurements of one run
 (``ratio_pping_over_baseline``).
 
@@ -300,8 +300,8 @@ class EppingProgram:
 
 # -- pping at an earlier revision ----------------------------------------------------
 
-# sizeof(struct pping_config) before max_outstanding was added.
-BASELINE_CONFIG_BYTES = 24
+# sizeof(struct pping_config) before max_outstanding was appended to it.
+BASELINE_CONFIG_BYTES = abi.PpingConfig.max_outstanding.offset
 
 
 def build_baseline(ref: str, workdir: Path) -> Path:

@@ -871,6 +871,57 @@ static __always_inline int rate_limited(const struct flow_state *s, __u64 now)
 	return now - last < sampling.rate_limit;
 }
 
+/*
+ * A packet the rate limit refused joins the current sampling window if the
+ * window is younger than --burst-window and has a packet left; returns 1 if so.
+ * The slot is used up even if the insert fails (as the attempt of an opener is).
+ */
+static __always_inline int join_burst(struct flow_state *s, __u64 now)
+{
+	__u64 opened = s->last_timestamp;
+
+	if (!s->burst_left || now < opened || now - opened >= config.burst_window)
+		return 0;
+	s->burst_left--;
+	return 1;
+}
+
+/*
+ * A packet the rate limit let through opens a sampling window: the attempt is
+ * recorded (has_been_timestamped, last_timestamp) and, with bursts on, the
+ * current window becomes the previous one.
+ */
+static __always_inline void open_window(struct flow_state *s, __u64 now)
+{
+	s->has_been_timestamped = 1;
+	if (config.burst_packets) {
+		s->previous_window = s->last_timestamp;
+		s->previous_reported = s->window_reported;
+		s->window_reported = 0;
+		s->burst_left = config.burst_packets;
+	}
+	s->last_timestamp = now;
+}
+
+/*
+ * engine._first_of_window: is a match of the timestamp taken at `sent` the
+ * first of its window? Marks the window reported. Windows before the previous
+ * one are not tracked: their matches are always reported.
+ */
+static __always_inline int first_of_window(struct flow_state *s, __u64 sent)
+{
+	int first = 1;
+
+	if (sent >= s->last_timestamp) {
+		first = !s->window_reported;
+		s->window_reported = 1;
+	} else if (sent >= s->previous_window) {
+		first = !s->previous_reported;
+		s->previous_reported = 1;
+	}
+	return first;
+}
+
 /* -- the pipeline ----------------------------------------------------------- */
 
 /*
@@ -928,8 +979,9 @@ static __always_inline void start_direction(struct flow_state *s, const struct p
 
 /*
  * timestamp_packet, for an active direction and a valid, new identifier:
- * local filter, rate limit, then (direction, pid) -> now without overwriting a
- * waiting entry of this incarnation, unless the direction is at its cap.
+ * local filter, rate limit (or a slot of the open burst), then (direction,
+ * pid) -> now without overwriting a waiting entry of this incarnation, unless
+ * the direction is at its cap.
  */
 static __always_inline void timestamp_packet(struct __sk_buff *skb, struct flow_state *s,
 					     const struct packet_info *info, __u64 now,
@@ -942,11 +994,13 @@ static __always_inline void timestamp_packet(struct __sk_buff *skb, struct flow_
 	if (is_ingress && config.local_filter && is_local(skb, info))
 		return;
 	s->last_id = info->pid;
-	if (s->has_been_timestamped && rate_limited(s, now))
-		return;
-	/* The attempt counts even if the table refuses the entry (fairness). */
-	s->has_been_timestamped = 1;
-	s->last_timestamp = now;
+	if (s->has_been_timestamped && rate_limited(s, now)) {
+		if (!join_burst(s, now))
+			return;
+	} else {
+		/* The attempt counts even if the table refuses the entry (fairness). */
+		open_window(s, now);
+	}
 
 	ts_key.flow = info->key;
 	ts_key.pid = info->pid;
@@ -1015,6 +1069,9 @@ static __always_inline void match_packet(struct flow_state *s, const struct pack
 		s->min_rtt = rtt;
 	s->srtt = s->srtt ? s->srtt - (s->srtt >> 3) + (rtt >> 3) : rtt;
 	count(COUNTER_TIMESTAMPS_MATCHED);
+	/* One RTT event per sampling window; every match feeds min_rtt and srtt. */
+	if (config.burst_packets && !first_of_window(s, sent))
+		return;
 	count(COUNTER_RTT_EVENTS);
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);

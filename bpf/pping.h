@@ -29,8 +29,11 @@ struct pping_config {
 	__u8 local_filter;	/* live ingress: do not timestamp packets to this host */
 	__u8 replay;		/* time from skb->tstamp and link from skb->mark */
 	__u8 reserved;
-	__u32 max_outstanding;	/* timestamps one direction may hold; 0: no cap */
+	__u32 burst_packets;	/* --burst: more packets per sampling window (0: off) */
 	__u32 reserved2;
+	__u64 burst_window;	/* --burst-window, ns */
+	__u32 max_outstanding;	/* timestamps one direction may hold; 0: no cap */
+	__u32 reserved3;
 };
 
 /*
@@ -100,7 +103,11 @@ struct flow_key {
 	__u16 dport;
 };
 
-/* State of one direction: engine.FlowState, field for field. */
+/*
+ * State of one direction: engine.FlowState, field for field. With bursts on,
+ * last_timestamp is when the current sampling window opened and the last four
+ * fields track it and the window before (docs/algorithm.md, timestamp_packet).
+ */
 struct flow_state {
 	__u64 min_rtt;		/* 0: not known yet */
 	__u64 srtt;		/* 0: not known yet */
@@ -110,12 +117,16 @@ struct flow_state {
 	__u64 sent_bytes;
 	__u64 rec_pkts;
 	__u64 rec_bytes;
+	__u64 previous_window;	/* when the window before the current one opened */
 	__u32 last_id;
 	__u32 outstanding;	/* timestamps of this incarnation not yet matched/expired */
 	__u8 conn_state;	/* enum pping_conn_state */
 	__u8 has_been_timestamped;
 	__u8 opening_reason;	/* enum pping_event_reason */
-	__u8 reserved[5];
+	__u8 burst_left;	/* packets the current window may still timestamp */
+	__u8 window_reported;	/* an RTT of the current window was reported */
+	__u8 previous_reported;	/* an RTT of the previous window was reported */
+	__u8 reserved[2];
 };
 
 /* One flow-table entry: engine.DualFlow. */

@@ -302,6 +302,12 @@ BAD_OPTIONS = [
     (["--read", HANDSHAKE, "-m", "-F", "json"], "-m is a format of its own"),
     (["--read", HANDSHAKE, "--max-flows", "0"], "--max-flows: must be at least 1: '0'"),
     (["--read", HANDSHAKE, "--max-timestamps", "x"], "--max-timestamps: not an integer"),
+    (["--read", HANDSHAKE, "--burst", "-1"], "--burst: must be between 0 and 255: '-1'"),
+    (["--read", HANDSHAKE, "--burst", "1.5"], "--burst: not an integer: '1.5'"),
+    (["--read", HANDSHAKE, "--burst", "256"], "--burst: must be between 0 and 255: '256'"),
+    (["--read", HANDSHAKE, "--burst-window", "0"], "--burst-window: must be at least 1 ns"),
+    (["--read", HANDSHAKE, "--burst-window", "1e-9"], "--burst-window: must be at least 1 ns"),
+    (["--read", HANDSHAKE, "--burst-window", "nan"], "--burst-window: must be a finite number"),
 ]
 
 

@@ -382,3 +382,112 @@ def test_ack_of_the_last_fin_matches() -> None:
     )
     assert rtts(events) == [4 * MS, 1 * MS, 5 * MS]
     assert engine.flows == {}
+
+
+# -- bursts (docs/algorithm.md, timestamp_packet and match_packet) --------------------
+
+
+def burst_engine(burst: int, *, rate_limit_ms: int = 100, **config: int) -> Engine:
+    return Engine(
+        Config(
+            rate_limit_ns=rate_limit_ms * MS, burst_packets=burst, burst_window_ns=4 * MS, **config
+        )
+    )
+
+
+def stamped_ids(engine: Engine) -> dict[int, int]:
+    """identifier -> time of every waiting timestamp."""
+    return {key[6]: sent for key, sent in engine.timestamps.items()}
+
+
+def test_burst_timestamps_n_more_packets_then_the_rate_limit_rules_again() -> None:
+    engine = burst_engine(2)
+    packets = [(0, tcp(A, B, 1, 0))]  # starts the direction
+    packets += [(i * MS, tcp(A, B, 1 + i, 0)) for i in range(1, 5)]
+    packets += [(101 * MS, tcp(A, B, 200, 0)), (102 * MS, tcp(A, B, 201, 0))]
+    run(engine, packets)
+    # 1 ms opens a window, 2 and 3 ms join it (N = 2 reached), 4 ms is refused; 101 ms
+    # passes the rate limit (counted from the window's opening) and opens the next.
+    assert stamped_ids(engine) == {2: 1 * MS, 3: 2 * MS, 4: 3 * MS, 200: 101 * MS, 201: 102 * MS}
+    state = engine.flows[engine.flow_key((0, IPPROTO_TCP, A, 40000, B, 5201))[0]].first
+    assert state.last_timestamp == 101 * MS and state.burst_left == 1
+
+
+def test_burst_window_is_half_open() -> None:
+    engine = burst_engine(5)
+    packets = [(0, tcp(A, B, 1, 0)), (1 * MS, tcp(A, B, 2, 0))]
+    packets += [(5 * MS - 1, tcp(A, B, 3, 0)), (5 * MS, tcp(A, B, 4, 0))]
+    run(engine, packets)
+    assert stamped_ids(engine) == {2: 1 * MS, 3: 5 * MS - 1}
+
+
+def test_burst_keeps_the_new_identifier_rule() -> None:
+    engine = burst_engine(1)
+    packets = [(0, tcp(A, B, 1, 0)), (1 * MS, tcp(A, B, 2, 0))]
+    # the same TSval again, then an older one: neither is new, neither takes the slot
+    packets += [(1_500_000, tcp(A, B, 2, 0)), (2 * MS, tcp(A, B, 1, 0))]
+    packets += [(3 * MS, tcp(A, B, 3, 0))]
+    run(engine, packets)
+    assert stamped_ids(engine) == {2: 1 * MS, 3: 3 * MS}
+
+
+def test_burst_slot_is_used_up_when_the_table_is_full() -> None:
+    engine = burst_engine(2, max_timestamps=1)
+    packets = [
+        (0, tcp(A, B, 1, 0)),
+        (1 * MS, tcp(A, B, 2, 0)),  # opens the window: the only entry
+        (1_500_000, tcp(A, B, 3, 0)),  # joins the burst: the table is full
+        (2 * MS, tcp(B, A, 9, 2, payload=0)),  # matches 2: the table has room again
+        (2_500_000, tcp(A, B, 4, 0)),  # the last slot
+        (3 * MS, tcp(A, B, 5, 0)),  # no slot left
+    ]
+    events = run(engine, packets)
+    assert engine.counters.timestamps_table_full == 1
+    assert [e.table for e in events if isinstance(e, MapFullEvent)] == [Table.TIMESTAMPS]
+    assert stamped_ids(engine) == {4: 2_500_000}
+
+
+def test_one_rtt_event_per_window_and_every_match_feeds_min_and_srtt() -> None:
+    engine = burst_engine(1)
+    packets = [
+        (0, tcp(A, B, 1, 0)),
+        (1 * MS, tcp(A, B, 2, 0)),  # window 1 opens
+        (2 * MS, tcp(A, B, 3, 0)),  # joins it
+        (21 * MS, tcp(B, A, 9, 2, payload=0)),  # rtt 20 ms: reported
+        (21_500_000, tcp(B, A, 10, 3, payload=0)),  # rtt 19.5 ms: silent
+        (101 * MS, tcp(A, B, 4, 0)),  # window 2 opens
+        (131 * MS, tcp(B, A, 11, 4, payload=0)),  # rtt 30 ms: reported
+    ]
+    events = run(engine, packets)
+    reported = [(e.rtt, e.min_rtt) for e in events if isinstance(e, RttEvent)]
+    assert reported == [(20 * MS, 20 * MS), (30 * MS, 19_500_000)]
+    assert engine.counters.timestamps_matched == 3
+    assert engine.counters.rtt_events == 2
+    state = engine.flows[engine.flow_key((0, IPPROTO_TCP, A, 40000, B, 5201))[0]].first
+    srtt = smoothed_rtt(smoothed_rtt(smoothed_rtt(0, 20 * MS), 19_500_000), 30 * MS)
+    assert state.srtt == srtt
+
+
+def test_replies_of_the_previous_window_are_reported_once() -> None:
+    """Windows opening faster than replies come back (rate limit shorter than the RTT):
+    the current and the previous window are told apart by their opening times; older
+    windows are not tracked and report every match."""
+    engine = burst_engine(1, rate_limit_ms=2)
+    sends = [(1, 2), (2.5, 3), (4, 4), (5.5, 5), (7, 6), (8.5, 7)]  # (ms, TSval)
+    packets = [(0, tcp(A, B, 1, 0))]
+    packets += [(round(ms * MS), tcp(A, B, tsval, 0)) for ms, tsval in sends]
+    # windows open at 1, 4 and 7 ms, each joined 1.5 ms later; replies after all three
+    packets += [(20 * MS + tsval, tcp(B, A, 9, tsval, payload=0)) for _, tsval in sends]
+    events = run(engine, packets)
+    echoed = [e.timestamp - 20 * MS for e in events if isinstance(e, RttEvent)]
+    # window 1 is older than the previous one: both of its replies are reported
+    assert echoed == [2, 3, 4, 6]
+
+
+def test_without_rate_limit_every_packet_opens_its_own_window() -> None:
+    engine = burst_engine(3, rate_limit_ms=0)
+    packets = [(0, tcp(A, B, 1, 0))]
+    packets += [(i * MS, tcp(A, B, 1 + i, 0)) for i in range(1, 6)]
+    packets += [(20 * MS + i, tcp(B, A, 9, 1 + i, payload=0)) for i in range(1, 6)]
+    events = run(engine, packets)
+    assert len(rtts(events)) == 5

@@ -93,6 +93,31 @@ def test_synthetic_captures(scenario: str, kwargs: dict, rate_limit_ms: int) -> 
     assert_same(raw, config)
 
 
+BURST_CASES = [
+    ("delayed_ack", {"flows": 2, "duration_s": 3.0}),
+    ("bulk", {"flows": 3, "packets": 30_000}),
+    ("reordering", {}),
+    ("fin_reuse", {}),
+    ("icmp_echo", {}),
+]
+
+
+@pytest.mark.parametrize(("scenario", "kwargs"), BURST_CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize("burst", [1, 3])
+def test_bursts(scenario: str, kwargs: dict, burst: int) -> None:
+    raw, _ = tracegen.SCENARIOS[scenario](seed=4, **kwargs)
+    config = Config(
+        rate_limit_ns=20_000_000, track_icmp=True, include_syn=True, burst_packets=burst,
+        burst_window_ns=2_000_000, cleanup_interval_ns=100_000_000,
+    )  # fmt: skip
+    assert_same(raw, config)
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_bursts_on_real_captures(path: Path) -> None:
+    assert_same(path.read_bytes(), Config(track_icmp=True, burst_packets=2))
+
+
 def test_repeats_are_actually_skipped() -> None:
     """The fast path must do its job on bulk traffic, not just be correct."""
     from pping.fastpath import decode, plan_batch

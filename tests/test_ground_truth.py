@@ -6,6 +6,7 @@ RTT to what the capture proves.
 
 from __future__ import annotations
 
+import bisect
 import io
 import ipaddress
 import itertools
@@ -155,3 +156,68 @@ def test_default_rate_limit_samples_every_100_ms(tmp_path: Path) -> None:
     assert gaps and min(gaps) >= 100_000_000
     duration = truth.last_ns - truth.first_ns
     assert len(rtts) >= 0.8 * duration / 100_000_000 - 2
+
+
+# -- bursts for delayed ACKs (docs/sampling.md) ---------------------------------------
+
+RATE_LIMIT_NS = 100_000_000  # the default -r
+
+
+def sampling_windows(truth: tracegen.Truth, flow: tracegen.FlowKey) -> list[int]:
+    """When the default rate limit opens a sampling window in direction `flow`
+    (docs/algorithm.md, timestamp_packet): the first identifier seen only starts the
+    direction, the next one opens the first window, and each later window opens with
+    the first new identifier at least the rate limit after the previous opening. (The
+    scenario never reorders, so every first-sent identifier is newer.)"""
+    openings: list[int] = []
+    for sent, _identifier in truth.identifiers_sent[flow][1:]:
+        if not openings or sent - openings[-1] >= RATE_LIMIT_NS:
+            openings.append(sent)
+    return openings
+
+
+def rtts_per_window(records: list[dict[str, Any]], truth: tracegen.Truth) -> list[int]:
+    """How many RTT events each sampling window gave (windows opened at least 200 ms
+    before the capture ends: their replies are in it). Every RTT must be a true
+    sample, never below the path RTT."""
+    windows = {flow: sampling_windows(truth, flow) for flow in truth.min_path_rtt_ns
+               if flow in truth.identifiers_sent}  # fmt: skip
+    events = {(flow, opened): 0 for flow, openings in windows.items() for opened in openings
+              if opened <= truth.last_ns - 200_000_000}  # fmt: skip
+    for record in rtt_records(records):
+        flow, rtt, when = reply_flow(record), record["rtt"], record["timestamp"]
+        assert truth.is_valid_rtt(flow, rtt, when), f"RTT {rtt} ns at {when} is no sample"
+        assert rtt >= truth.min_rtt_for_reply(flow), f"RTT {rtt} ns below the path RTT"
+        openings = windows[flow.reversed()]
+        index = bisect.bisect_right(openings, when - rtt) - 1
+        assert index >= 0, "an RTT of a packet sent before the first window"
+        key = (flow.reversed(), openings[index])
+        if key in events:
+            events[key] += 1
+    return list(events.values())
+
+
+def test_delayed_acks_leave_half_the_windows_empty_without_bursts(tmp_path: Path) -> None:
+    pcap, truth = tracegen.delayed_ack(seed=13)
+    records, _ = run_pping(tmp_path, pcap)
+    per_window = rtts_per_window(records, truth)
+    assert len(per_window) >= 300
+    assert max(per_window) == 1
+    covered = sum(per_window) / len(per_window)
+    assert 0.35 <= covered <= 0.65, f"{covered:.1%} of windows gave an RTT"
+
+
+@pytest.mark.parametrize("burst", ["1", "2"])
+def test_bursts_give_one_correct_rtt_in_almost_every_window(tmp_path: Path, burst: str) -> None:
+    pcap, truth = tracegen.delayed_ack(seed=13)
+    records, _ = run_pping(tmp_path, pcap, "--burst", burst)
+    per_window = rtts_per_window(records, truth)
+    assert len(per_window) >= 300
+    assert max(per_window) == 1, "a window reported more than one RTT"
+    covered = sum(per_window) / len(per_window)
+    assert covered >= 0.95, f"only {covered:.1%} of windows gave an RTT"
+    summary = records[-1]["summary"]
+    if burst == "2":
+        # Three consecutive segments hold a whole pair: two of them are echoed, and
+        # the second match of the window fed min/srtt but printed nothing.
+        assert summary["timestamps_matched"] > summary["rtt_events"]

@@ -71,6 +71,22 @@ EXTRA_OPTION_SETS = {
     "no-cleanup": ["-r", "0", "-c", "0", "-T", "-C", "-s"],
     "fast-cleanup": ["-r", "0", "-c", "0.1", "-T", "-C", "-s"],
     "tiny-tables": ["-r", "0", "-s", "-T", "-C", "--max-flows", "3", "--max-timestamps", "5"],
+    "burst": ["--burst", "1"],
+    "burst-3-T-C-s": ["-r", "20", "--burst", "3", "--burst-window", "2", "-T", "-C", "-s"],
+    "burst-rtt-rate": ["-r", "10", "-R", "0.5", "--burst", "2", "-s"],
+    "burst-tiny-tables": [
+        "-r",
+        "1",
+        "--burst",
+        "4",
+        "-s",
+        "-T",
+        "-C",
+        "--max-flows",
+        "3",
+        "--max-timestamps",
+        "5",
+    ],
     "adaptive": [
         "-r", "10", "-c", "0.1", "-s", "-T", "-C", "--adaptive", "--max-flows", "6",
         "--max-timestamps", "8", "--max-outstanding", "3", "--stats-interval", "0.5",
@@ -78,6 +94,10 @@ EXTRA_OPTION_SETS = {
     "adaptive-rtt-rate": [
         "-r", "10", "-R", "0.5", "-c", "0.1", "-s", "--adaptive", "--high-water", "50",
         "--low-water", "25", "--max-timestamps", "16", "--stats-interval", "1",
+    ],
+    "adaptive-burst": [
+        "-r", "10", "-c", "0.1", "--burst", "2", "--adaptive", "--max-timestamps", "8",
+        "--max-outstanding", "2", "-s",
     ],
 }  # fmt: skip
 
@@ -127,8 +147,12 @@ FLOW_FIELDS = (
     "rec_pkts",
     "rec_bytes",
     "opening_reason",
+    "burst_left",
+    "window_reported",
+    "previous_reported",
+    "previous_window",
 )
-TIME_FIELDS = ("last_timestamp", "started")
+TIME_FIELDS = ("last_timestamp", "started", "previous_window")
 
 
 def engine_tables(engine: Engine) -> tuple[dict[Any, Any], dict[Any, int]]:
@@ -282,6 +306,7 @@ SYNTHETIC: list[tuple[str, dict[str, Any]]] = [
     ("malformed", {}),
     ("icmp_echo", {}),
     ("icmp_echo", {"ip_version": 6}),
+    ("delayed_ack", {"flows": 2, "duration_s": 3.0}),
 ]
 
 
@@ -298,7 +323,7 @@ def test_synthetic_captures(index: int, options: str, programs: dict[Config, Ppi
     assert_same(synthetic(index), config_of(OPTION_SETS[options]), programs)
 
 
-MORE_OPTIONS_SCENARIOS = ("bulk", "fin_reuse", "icmp_echo", "many_flows")
+MORE_OPTIONS_SCENARIOS = ("bulk", "fin_reuse", "icmp_echo", "many_flows", "delayed_ack")
 
 
 @pytest.mark.parametrize("options", list(EXTRA_OPTION_SETS), ids=str)
@@ -396,9 +421,35 @@ def test_time_beyond_64_bits(programs: dict[Config, PpingProgram]) -> None:
     raw = _pcapng(offsets, packets)
     assert_same(raw, config_of(OPTION_SETS["r0"]), programs)
     assert_same(raw, config_of(OPTION_SETS["r0"]), programs, merge_interfaces=True)
+    # A burst in every era; merged, windows of one flow straddle the moves of the clock.
+    bursts = config_of(["--burst", "1", "--burst-window", "10"])
+    assert_same(raw, bursts, programs)
+    assert_same(raw, bursts, programs, merge_interfaces=True)
     # Without clean-up the first era's entries stay, with times the moved clock clamps:
     # events and counters still agree (the tables' times cannot).
     assert_same(raw, config_of(EXTRA_OPTION_SETS["no-cleanup"]), programs, tables=False)
+
+
+def test_clock_moved_back_keeps_the_burst_state() -> None:
+    """A pcapng interface more than 2^62 ns earlier than the first: the program's clock
+    is moved back (no time clamped), and every time of the burst state moves with it."""
+    packets = [
+        (0, 1_000_000_000, _tcp_ipv6(1, 2, 1000, 80, 0x18, 10, 0, 100)),
+        (0, 1_001_000_000, _tcp_ipv6(1, 2, 1000, 80, 0x18, 11, 0, 100)),  # a window opens
+        (0, 1_002_000_000, _tcp_ipv6(1, 2, 1000, 80, 0x18, 12, 0, 100)),  # joins it
+        (0, 1_005_000_000, _tcp_ipv6(2, 1, 80, 1000, 0x10, 70, 11, 0)),
+        (1, 1_000_000_000, _tcp_ipv6(1, 2, 1000, 80, 0x18, 13, 0, 100)),
+        (1, 1_001_000_000, _tcp_ipv6(2, 1, 80, 1000, 0x10, 71, 12, 0)),
+    ]
+    raw = _pcapng([1 << 33, 0], packets)
+    config = config_of(["--burst", "1"])
+    programs: dict[Config, PpingProgram] = {}
+    try:
+        for merge in (False, True):
+            assert_same(raw, config, programs, merge_interfaces=merge)
+    finally:
+        for program in programs.values():
+            program.close()
 
 
 def _ipv4(src: int, dst: int, proto: int, l4: bytes, payload: int) -> bytes:

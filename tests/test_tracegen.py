@@ -36,8 +36,9 @@ SMALL: dict[str, dict[str, Any]] = {
     "malformed": {"count": 36, "packets": 2_000},
     "handshake_rst": {"flows": 3, "rst_flows": 2, "segments": 200},
     "many_flows": {"flows": 100, "packets": 5_000},
+    "delayed_ack": {"flows": 2, "duration_s": 1.0},
 }
-ONE_WAY = ["bulk", "ramping_rtt", "reordering", "loss", "wraparound", "many_flows"]
+ONE_WAY = ["bulk", "ramping_rtt", "reordering", "loss", "wraparound", "many_flows", "delayed_ack"]
 
 
 def generate(name: str, seed: int = 1, **options: Any) -> tuple[bytes, tg.Truth]:
@@ -226,9 +227,13 @@ def parse_capture(blob: bytes) -> Parsed:
 # ------------------------------------------------ the matcher definition, from bytes
 
 
-def recompute(packets: list[tuple[int, Packet]]) -> tuple[set[tuple], set[tuple]]:
+def recompute(
+    packets: list[tuple[int, Packet]],
+) -> tuple[set[tuple], set[tuple], dict[tuple, list[tuple[int, int]]]]:
     """Samples and pure-ACK echoes as (data flow, identifier, t_sent, t_echo), straight
-    from the definition; a SYN without ACK starts a new connection on its 4-tuple."""
+    from the definition; a SYN without ACK starts a new connection on its 4-tuple. Also
+    every identifier sent by a data/SYN/FIN packet or echo request, per direction, as
+    (t_first_sent, identifier) in capture order."""
     generation: dict[frozenset, int] = defaultdict(int)
     first_data: dict[tuple, list] = {}
     first_pure: dict[tuple, list] = {}
@@ -257,7 +262,10 @@ def recompute(packets: list[tuple[int, Packet]]) -> tuple[set[tuple], set[tuple]
         for k, e in first_pure.items()
         if e[1] is not None and k not in first_data
     }
-    return samples, pure
+    sent: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+    for (own, identifier), entry in first_data.items():
+        sent[own[0]].append((entry[0], identifier))
+    return samples, pure, dict(sent)
 
 
 def as_set(samples: list[tg.Sample]) -> set[tuple]:
@@ -280,9 +288,10 @@ def check_consistent(blob: bytes, truth: tg.Truth) -> Parsed:
     n_tcp = sum(1 for _, p in parsed.packets if p.proto == 6)
     assert n_tcp == truth.counts["tcp_packets"]
     assert len(parsed.packets) - n_tcp == truth.counts["icmp_packets"]
-    samples, pure = recompute(parsed.packets)
+    samples, pure, sent = recompute(parsed.packets)
     assert samples == as_set(truth.samples)
     assert pure == as_set(truth.pure_ack_echoes)
+    assert sent == {tuple(flow): times for flow, times in truth.identifiers_sent.items()}
     for s in truth.samples + truth.pure_ack_echoes:
         assert s.rtt_ns == s.t_first_echo_ns - s.t_first_sent_ns > 0
         assert s.data_flow in truth.min_path_rtt_ns
@@ -450,6 +459,24 @@ def test_delayed_ack_and_timer() -> None:
             last_ack[p.flow] = p.ack
     assert set(acked) == {1448, 2896}  # one segment (the timer) or two
     assert acked[1448] == truth.counts["delack_timer_acks"]
+
+
+def test_delayed_ack_scenario_echoes_one_segment_of_two() -> None:
+    """Every data segment has a new TSval; each ACK covers two segments (the timer only
+    the last, lone one) and echoes the first, so one identifier of two is echoed."""
+    blob, truth = generate("delayed_ack")
+    packets = parse_capture(blob).packets
+    data = [p for _, p in packets if p.payload]
+    acks = [p for _, p in packets if not p.payload]
+    odd = 0
+    for flow in {p.flow for p in data}:
+        tsvals = [p.tsval for p in data if p.flow == flow]
+        assert all(0 < (b - a) & MASK32 < 1 << 31 for a, b in itertools.pairwise(tsvals))
+        reverse = (6, flow[3], flow[4], flow[1], flow[2])
+        assert sum(p.flow == reverse for p in acks) == (len(tsvals) + 1) // 2
+        odd += len(tsvals) % 2
+    assert truth.counts.get("delack_timer_acks", 0) == odd
+    assert len(truth.samples) == len(acks)
 
 
 def test_loss_duplicate_acks_and_retransmissions() -> None:

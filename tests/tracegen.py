@@ -111,6 +111,7 @@ __all__ = [
     "Truth",
     "app_limited",
     "bulk",
+    "delayed_ack",
     "fin_reuse",
     "handshake_rst",
     "icmp_echo",
@@ -221,6 +222,10 @@ class Truth:
     """(reply flow, echo time) -> RTTs: pping prints the reply's time, not X."""
     malformed: dict[str, int] = field(default_factory=dict)
     """Malformed frames injected, by kind (see MALFORMED_KINDS)."""
+    identifiers_sent: dict[FlowKey, list[tuple[int, int]]] = field(default_factory=dict)
+    """Per direction: (t_first_sent_ns, identifier) of every identifier a data/SYN/FIN
+    packet (or ICMP request) carried, echoed or not, in capture order: the packets
+    pping's sampling chooses from."""
     counts: dict[str, int] = field(default_factory=dict)
     """packets, tcp_packets, icmp_packets, samples, data_driven_samples,
     pure_ack_echoes, malformed, and what the scenario documents (dropped, reordered,
@@ -1097,7 +1102,7 @@ class _Scenario:
         if malformed:
             records = _inject_malformed(self, records, malformed, tuple(kinds), injected)
         res, start = self.opts.resolution_ns, self.opts.start_ns
-        samples, pure, counts = _match(records, res, start)
+        samples, pure, counts, sent = _match(records, res, start)
         pcap = _serialize(records, self.opts)
         valid: dict[tuple[FlowKey, int], set[int]] = {}
         by_echo: dict[tuple[FlowKey, int], set[int]] = {}
@@ -1124,6 +1129,7 @@ class _Scenario:
             rtt_by_echo=by_echo,
             malformed=dict(injected),
             counts=dict(counts),
+            identifiers_sent=sent,
         )
 
     def _floors(self, res: int) -> dict[FlowKey, int]:
@@ -1152,8 +1158,9 @@ def _quantize(t: int, res: int) -> int:
 
 def _match(
     records: list[Record], res: int, start: int
-) -> tuple[list[Sample], list[Sample], Counter[str]]:
-    """The ground-truth matcher over the capture as written (times rounded to `res`)."""
+) -> tuple[list[Sample], list[Sample], Counter[str], dict[FlowKey, list[tuple[int, int]]]]:
+    """The ground-truth matcher over the capture as written (times rounded to `res`);
+    also every identifier sent per direction (Truth.identifiers_sent)."""
     # (direction key << 32 | identifier) -> [t_first_sent, t_first_echo, data_driven, dir]
     first_data: dict[int, list[Any]] = {}
     first_pure: dict[int, list[Any]] = {}
@@ -1200,7 +1207,10 @@ def _match(
     samples.sort(key=lambda s: (s.t_first_sent_ns, s.t_first_echo_ns))
     pure.sort(key=lambda s: (s.t_first_sent_ns, s.t_first_echo_ns))
     counts = Counter(packets=len(records), tcp_packets=n_tcp, icmp_packets=n_icmp)
-    return samples, pure, counts
+    sent: dict[FlowKey, list[tuple[int, int]]] = {}
+    for k, e in first_data.items():  # dicts keep insertion order: capture order
+        sent.setdefault(e[3].flow, []).append((e[0], k & MASK32))
+    return samples, pure, counts, sent
 
 
 # ------------------------------------------------------------------- serialization
@@ -1751,6 +1761,35 @@ def wraparound(
     return pcap, truth
 
 
+@_scenario
+def delayed_ack(
+    seed: int = 0,
+    *,
+    flows: int = 4,
+    duration_s: float = 10.0,
+    rtt_ms: tuple[float, float] = (10.0, 60.0),
+    gap_us: tuple[float, float] = (1200.0, 1800.0),
+    ts_hz: int = 1000,
+    **options: Any,
+) -> tuple[bytes, Truth]:
+    """Flows that send a segment every `gap_us` (more than one TS tick: each segment
+    has a new TSval) to a receiver that ACKs every second segment. Each ACK echoes the
+    first segment of its pair (RFC 7323), so the second segment of a pair is never
+    echoed: a sampler that picks one packet misses about half the time. No pauses;
+    path RTTs drawn from `rtt_ms`."""
+    if gap_us[0] * NS_PER_US * ts_hz <= NS_PER_S:
+        raise ValueError("segments must be more than one TS tick apart")
+    sc = _Scenario("delayed_ack", seed, options)
+    mean_gap = (gap_us[0] + gap_us[1]) / 2 * NS_PER_US
+    packets = max(3, round(duration_s * NS_PER_S / mean_gap * 1.5)) * flows
+    _bulk_flows(
+        sc, flows=flows, packets=packets, rtt_ms=rtt_ms, gap_us=gap_us, mss=1448,
+        delack_ms=40.0, pause_prob=0.0, pause_ms=(0.0, 0.0), handshake=False,
+        ts_hz=ts_hz, start_spread_ms=0.0,
+    )  # fmt: skip
+    return sc.finish()
+
+
 def _count_wraps(records: list[Record]) -> int:
     previous: dict[int, int] = {}
     wrapped: set[int] = set()
@@ -1997,6 +2036,7 @@ SCENARIOS: dict[str, Callable[..., tuple[bytes, Truth]]] = {
     "malformed": malformed,
     "handshake_rst": handshake_rst,
     "many_flows": many_flows,
+    "delayed_ack": delayed_ack,
 }
 
 

@@ -15,8 +15,10 @@ from typing import NoReturn, TextIO
 
 from . import __version__
 from .config import (
+    DEFAULT_BURST_WINDOW_NS,
     DEFAULT_HIGH_WATER,
     DEFAULT_LOW_WATER,
+    MAX_BURST_PACKETS,
     MAX_OUTSTANDING_SHARE,
     MIN_OUTSTANDING_CAP,
     NS_PER_MS,
@@ -45,6 +47,23 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
+
+
+def _burst_window_ms(text: str) -> float:
+    value = _non_negative_float(text)
+    if round(value * NS_PER_MS) < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 ns (0.000001 ms): {text!r}")
+    return value
+
+
+def _burst_packets(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value <= MAX_BURST_PACKETS:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_BURST_PACKETS}: {text!r}")
     return value
 
 
@@ -121,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("min", "smoothed"),
         default="min",
         help="which RTT --rtt-rate multiplies (default min)",
+    )
+    sampling.add_argument(
+        "--burst",
+        type=_burst_packets,
+        default=0,
+        metavar="N",
+        help="after a sampled packet, timestamp up to N more packets with new identifiers "
+        "within --burst-window; one RTT is reported per burst (default 0: off)",
+    )
+    sampling.add_argument(
+        "--burst-window",
+        type=_burst_window_ms,
+        default=DEFAULT_BURST_WINDOW_NS / NS_PER_MS,
+        metavar="MS",
+        help="how long after the sampled packet a burst may grow, in ms (default 4)",
     )
     sampling.add_argument(
         "-c",
@@ -227,6 +261,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         track_icmp=args.icmp,
         include_syn=args.include_syn,
         include_local=args.include_local,
+        burst_packets=args.burst,
+        burst_window_ns=round(args.burst_window * NS_PER_MS),
         max_outstanding=args.max_outstanding,
         adaptive=args.adaptive,
         high_water=args.high_water,

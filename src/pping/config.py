@@ -64,6 +64,11 @@ def default_max_outstanding(max_timestamps: int) -> int:
     return max(MIN_OUTSTANDING_CAP, max_timestamps // MAX_OUTSTANDING_SHARE)
 
 
+# Bursts (docs/sampling.md): the seed design's example is a few packets within 4 ms.
+DEFAULT_BURST_WINDOW_NS = 4 * NS_PER_MS
+MAX_BURST_PACKETS = 255  # the kernel keeps the packets left in one byte
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """What the RTT algorithm needs to know; the command line builds one of these."""
@@ -84,6 +89,8 @@ class Config:
     high_water: int = DEFAULT_HIGH_WATER
     low_water: int = DEFAULT_LOW_WATER
     stats_interval_ns: int = 0  # 0: no periodic statistics records
+    burst_packets: int = 0
+    burst_window_ns: int = DEFAULT_BURST_WINDOW_NS
 
     def __post_init__(self) -> None:
         if self.rate_limit_ns < 0:
@@ -96,6 +103,10 @@ class Config:
             raise OptionsError("nothing to track: enable --tcp and/or --icmp")
         if self.max_timestamps < 1 or self.max_flows < 1:
             raise OptionsError("table sizes must be at least 1")
+        if not 0 <= self.burst_packets <= MAX_BURST_PACKETS:
+            raise OptionsError(f"--burst must be between 0 and {MAX_BURST_PACKETS}")
+        if self.burst_window_ns < 1:
+            raise OptionsError("--burst-window must be positive")
         if self.max_outstanding is not None and self.max_outstanding < 0:
             raise OptionsError("--max-outstanding must be zero or positive")
         if not 0 < self.low_water < self.high_water <= 100:

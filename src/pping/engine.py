@@ -14,10 +14,13 @@ updates its own direction (it may be *timestamped*) and the reverse one (it may
 3. timestamp_packet: record (direction, identifier) -> time if the identifier is newer
    than every identifier seen so far in that direction (so only the first packet that
    carries an identifier is timestamped, and an RTT is never underestimated), and the
-   per-flow rate limit allows it.
+   per-flow rate limit allows it. With --burst N, a packet the rate limit lets through
+   opens a sampling window, and up to N more packets with new identifiers within
+   --burst-window of it are timestamped too (a delayed ACK may echo any of them).
 4. update_reverse: the first reply opens the reverse direction (an opening event).
 5. match_packet: look up (reverse direction, reply identifier); an entry found gives
-   an RTT and is deleted at once.
+   an RTT and is deleted at once. With bursts, only the first match of a window is
+   reported; later ones feed min_rtt and srtt silently.
 6. close_flows: FIN closes the packet's direction, RST both; the entry is removed when
    no direction remains active.
 
@@ -82,9 +85,16 @@ LocalFilter = Callable[[PacketInfo], bool]
 
 
 class FlowState:
-    """State of one direction. `started` is when this incarnation began (see match)."""
+    """State of one direction. `started` is when this incarnation began (see match).
+
+    Sampling windows (only with bursts on): `last_timestamp` is when the current window
+    opened, `burst_left` how many more packets it may timestamp; `previous_window` is
+    when the window before it opened. `window_reported` / `previous_reported`: an RTT
+    event was emitted for a timestamp of that window.
+    """
 
     __slots__ = (
+        "burst_left",
         "conn_state",
         "has_been_timestamped",
         "last_id",
@@ -92,12 +102,15 @@ class FlowState:
         "min_rtt",
         "opening_reason",
         "outstanding",
+        "previous_reported",
+        "previous_window",
         "rec_bytes",
         "rec_pkts",
         "sent_bytes",
         "sent_pkts",
         "srtt",
         "started",
+        "window_reported",
     )
 
     def __init__(self) -> None:
@@ -114,6 +127,10 @@ class FlowState:
         self.rec_pkts = 0
         self.rec_bytes = 0
         self.opening_reason = EventReason.NONE
+        self.burst_left = 0
+        self.previous_window = 0
+        self.window_reported = False
+        self.previous_reported = False
 
     def start(self, info: PacketInfo, now: int) -> None:
         self.conn_state = WAITOPEN
@@ -184,6 +201,7 @@ class Engine:
         self.rate_limit_ns = config.rate_limit_ns
         self._rtt_rate = rtt_rate_fixpoint(config.rtt_rate)
         self._outstanding_cap = config.outstanding_cap
+        self._burst = config.burst_packets
         self._last_warning: list[int | None] = [None, None]  # per Table: last MapFullEvent
 
     # -- packets -----------------------------------------------------------------
@@ -255,9 +273,9 @@ class Engine:
 
     def sampling_state(self, direction: FlowKey) -> tuple[int, int, bool] | None:
         """(last_id, last_timestamp, has_been_timestamped) of an active `direction`, when
-        only these decide whether its next packets are timestamped (static rate limit);
-        else None. See fastpath.py."""
-        if self._rtt_rate:
+        only these decide whether its next packets are timestamped (static rate limit,
+        no bursts); else None. See fastpath.py."""
+        if self._rtt_rate or self._burst:
             return None
         state = self._direction_state(direction)
         if state is None or not state.active:
@@ -386,17 +404,29 @@ class Engine:
         if is_ingress and self.is_local is not None and self.is_local(info):
             return
         state.last_id = info.pid
-        if state.has_been_timestamped:
-            last = state.last_timestamp
+        last = state.last_timestamp
+        if state.has_been_timestamped and (
             # the static limit, inline: it decides for most packets
-            if now < last or (not self._rtt_rate and now - last < self.rate_limit_ns):
+            now < last
+            or (not self._rtt_rate and now - last < self.rate_limit_ns)
+            or (self._rtt_rate and self._rate_limited(state, now))
+        ):
+            # Refused by the rate limit: a packet of the window still open may join it.
+            if not (state.burst_left and 0 <= now - last < self.config.burst_window_ns):
                 return
-            if self._rtt_rate and self._rate_limited(state, now):
-                return
-        # The attempt counts even if the table refuses the entry, so that a full table
-        # does not let one flow retry on every packet (fairness between flows).
-        state.has_been_timestamped = True
-        state.last_timestamp = now
+            # The slot is used up even if the insert below fails (as the attempt is).
+            state.burst_left -= 1
+        else:
+            # The attempt counts even if the table refuses the entry, so that a full
+            # table does not let one flow retry on every packet (fairness between
+            # flows). It opens a sampling window.
+            state.has_been_timestamped = True
+            state.last_timestamp = now
+            if self._burst:
+                state.previous_window = last
+                state.previous_reported = state.window_reported
+                state.window_reported = False
+                state.burst_left = self._burst
         ts_key: TimestampKey = (*packet_key, info.pid)
         timestamps = self.timestamps
         existing = timestamps.get(ts_key)
@@ -467,6 +497,8 @@ class Engine:
             state.min_rtt = rtt
         state.srtt = smoothed_rtt(state.srtt, rtt)
         self.counters.timestamps_matched += 1
+        if self._burst and not _first_of_window(state, sent):
+            return
         self.counters.rtt_events += 1
         events.append(
             RttEvent(
@@ -600,6 +632,21 @@ class Engine:
             del self.flows[key]
         self.counters.flows_expired += len(dead)
         return events
+
+
+def _first_of_window(state: FlowState, sent: int) -> bool:
+    """Is a match of the timestamp taken at `sent` the first of its sampling window?
+    Marks the window as reported. Windows before the previous one are not tracked:
+    their matches are always reported."""
+    if sent >= state.last_timestamp:
+        first = not state.window_reported
+        state.window_reported = True
+    elif sent >= state.previous_window:
+        first = not state.previous_reported
+        state.previous_reported = True
+    else:
+        first = True
+    return first
 
 
 def _is_flow_old(proto: int, state: FlowState, now: int, divisor: int) -> bool:

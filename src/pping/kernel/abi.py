@@ -48,8 +48,11 @@ class PpingConfig(ctypes.Structure):
         ("local_filter", U8),
         ("replay", U8),
         ("reserved", U8),
-        ("max_outstanding", U32),
+        ("burst_packets", U32),
         ("reserved2", U32),
+        ("burst_window", U64),
+        ("max_outstanding", U32),
+        ("reserved3", U32),
     ]
 
 
@@ -86,12 +89,16 @@ class FlowState(ctypes.Structure):
         ("sent_bytes", U64),
         ("rec_pkts", U64),
         ("rec_bytes", U64),
+        ("previous_window", U64),
         ("last_id", U32),
         ("outstanding", U32),
         ("conn_state", U8),
         ("has_been_timestamped", U8),
         ("opening_reason", U8),
-        ("reserved", U8 * 5),
+        ("burst_left", U8),
+        ("window_reported", U8),
+        ("previous_reported", U8),
+        ("reserved", U8 * 2),
     ]
 
 

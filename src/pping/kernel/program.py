@@ -72,6 +72,8 @@ def config_struct(config: Config, *, replay: bool, local_filter: bool) -> abi.Pp
         include_syn=int(config.include_syn),
         local_filter=int(local_filter),
         replay=int(replay),
+        burst_packets=config.burst_packets,
+        burst_window=min(config.burst_window_ns, libbpf.U64_MAX),
         max_outstanding=min(config.outstanding_cap, U32_MAX),
     )
 

@@ -450,6 +450,8 @@ class KernelReplay:
         cannot hold (more than ~146 years before the new packet, or after it by more
         than ~438) is clamped; it is then older (or newer) than anything the
         comparisons of the specification can tell apart, except with clean-up off.
+        A time of 0 means "never set" (an empty direction's times, a previous burst
+        window that never was) and stays 0, as in the engine.
         """
         old_base = self.base
         self.base = new_base
@@ -458,7 +460,7 @@ class KernelReplay:
         shift = old_base - new_base
 
         def move(values: Any) -> Any:
-            moved = [int(v) + shift for v in values.ravel().tolist()]
+            moved = [int(v) + shift if v else 0 for v in values.ravel().tolist()]
             clamped = [min(max(v, 0), U64_MAX) for v in moved]
             if clamped != moved:
                 self.clamped = True
@@ -469,7 +471,7 @@ class KernelReplay:
             program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
         )
         if len(keys):
-            for field in ("last_timestamp", "started"):
+            for field in ("last_timestamp", "started", "previous_window"):
                 flows["dir"][field] = move(flows["dir"][field])
             libbpf.map_update_batch(program.flows_fd, keys, flows)
         ts_keys, sent = libbpf.map_lookup_batch(
