@@ -19,6 +19,7 @@
 
 /* Configuration: one `const volatile` global in .rodata, written before load. */
 struct pping_config {
+	/* As configured; the rate limit reads the values in force from `sampling`. */
 	__u64 rate_limit;	/* static sampling interval per direction, ns */
 	__u64 rtt_rate;		/* -R as 16.16 fixed point (modulo 2^64) */
 	__u8 use_rtt_rate;	/* -R given (the fixed point before reduction was not 0) */

@@ -22,7 +22,14 @@ import pytest
 
 import tracegen
 from pping.cli import main
-from pping.config import FLOW_LIFETIME_NS, Config, default_max_outstanding, direction_is_old
+from pping.config import (
+    FLOW_LIFETIME_NS,
+    Config,
+    default_max_outstanding,
+    direction_is_old,
+    timestamp_is_stale,
+    timestamp_lifetime,
+)
 from pping.engine import Engine
 from pping.errors import KernelError, OptionsError
 from pping.events import (
@@ -180,6 +187,17 @@ def test_flow_lifetimes_divided_exactly() -> None:
     assert not direction_is_old(lifetime, False, False, 16)
     assert direction_is_old(lifetime + 1, False, False, 16)
     assert direction_is_old(1_875_000_001, True, False, 16)  # unopened: 30 s / 16
+
+
+def test_timestamps_without_rtt_wait_less_under_pressure() -> None:
+    assert [timestamp_lifetime(d) for d in (1, 2, 8, 16, 64)] == [
+        10 * S, 5 * S, 1_250 * MS, 1 * S, 1 * S,
+    ]  # fmt: skip
+    assert not timestamp_is_stale(1_250 * MS, 0, 8) and timestamp_is_stale(1_250 * MS + 1, 0, 8)
+    # With an RTT known the rule is 8 x srtt, at least 200 ms, whatever the pressure.
+    assert timestamp_is_stale(200 * MS + 1, 10 * MS, 1) and not timestamp_is_stale(
+        200 * MS, 10 * MS, 64
+    )
 
 
 def test_statistics_are_due_every_interval_from_the_start() -> None:

@@ -16,6 +16,10 @@ TIMESTAMP_RTT_LIFETIME = 8
 # ... but never less than this: a delayed ACK may wait up to 200 ms (Linux's
 # TCP_DELACK_MAX; 40 ms at least), however short the path.
 TIMESTAMP_MIN_LIFETIME_NS = 200 * NS_PER_MS
+# Under pressure, a timestamp of a direction without RTT waits at least this long: far
+# above the round trips pping is for. (Mostly these are TSvals that a delayed ACK
+# will never echo: they would hold their place for 10 s.)
+TIMESTAMP_PRESSURE_LIFETIME_NS = NS_PER_S
 FLOW_LIFETIME_NS = 300 * NS_PER_S
 ICMP_FLOW_LIFETIME_NS = 30 * NS_PER_S
 UNOPENED_FLOW_LIFETIME_NS = 30 * NS_PER_S
@@ -25,11 +29,18 @@ MAP_FULL_WARN_INTERVAL_NS = NS_PER_S
 # are written with & and | so that they apply to Python ints and numpy arrays alike.
 
 
-def timestamp_is_stale(age: Any, srtt: Any) -> Any:
+def timestamp_is_stale(age: Any, srtt: Any, divisor: int = 1) -> Any:
     """A timestamp `age` ns old, of a direction whose smoothed RTT is `srtt` (0 when
-    unknown), is removed."""
+    unknown), is removed. `divisor` (the pressure controller's sampling scale, see
+    pressure.py) shortens the 10 s a timestamp may wait when no RTT is known, down to
+    TIMESTAMP_PRESSURE_LIFETIME_NS."""
     known = (srtt > 0) & (age > srtt * TIMESTAMP_RTT_LIFETIME) & (age > TIMESTAMP_MIN_LIFETIME_NS)
-    return known | (age > TIMESTAMP_LIFETIME_NS)
+    return known | (age > timestamp_lifetime(divisor))
+
+
+def timestamp_lifetime(divisor: int) -> int:
+    """How long a timestamp waits for its reply when its direction has no RTT yet."""
+    return max(TIMESTAMP_LIFETIME_NS // divisor, TIMESTAMP_PRESSURE_LIFETIME_NS)
 
 
 def direction_is_old(age: Any, waiting: Any, icmp: Any, divisor: int = 1) -> Any:

@@ -598,13 +598,14 @@ class Engine:
 
     def _expire_timestamps(self, now: int) -> None:
         stale: list[TimestampKey] = []
+        divisor = self.pressure.sampling_scale
         for ts_key, sent in self.timestamps.items():
             if now <= sent:
                 continue
             state = self._direction_state(ts_key[:6])
             srtt = state.srtt if state is not None else 0
             age = now - sent
-            if timestamp_is_stale(age, srtt):
+            if timestamp_is_stale(age, srtt, divisor):
                 stale.append(ts_key)
                 if state is not None and sent >= state.started:
                     state.outstanding -= 1

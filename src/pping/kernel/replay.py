@@ -516,6 +516,7 @@ class KernelReplay:
         raw_ts = ts_keys.tobytes()
         ts_size = abi.TIMESTAMP_KEY_DTYPE.itemsize
         stale = []
+        divisor = self.pressure.sampling_scale
         for i, kernel_sent in enumerate(sent_times.tolist()):
             sent = kernel_sent + base
             if now <= sent:
@@ -527,7 +528,7 @@ class KernelReplay:
                 row, side = row_of.get(_reverse_key(direction)), 1
             state_srtt = srtt[row][side] if row is not None else 0
             age = now - sent
-            if timestamp_is_stale(age, state_srtt):
+            if timestamp_is_stale(age, state_srtt, divisor):
                 stale.append(i)
                 if row is not None and sent >= started[row][side] + base:
                     outstanding[row, side] -= 1

@@ -354,13 +354,14 @@ class LiveCleanup:
         raw_ts = ts_keys.tobytes()
         ts_size = abi.TIMESTAMP_KEY_DTYPE.itemsize
         stale: list[int] = []
+        divisor = self.pressure.sampling_scale
         for i in candidates.tolist():
             direction = raw_ts[i * ts_size : i * ts_size + _FLOW_KEY_SIZE]
             key, side = _canonical(direction)
             row = row_of.get(key)
             state_srtt = int(srtt[row, side]) if row is not None else 0
             age = now - int(sent[i])
-            if timestamp_is_stale(age, state_srtt):
+            if timestamp_is_stale(age, state_srtt, divisor):
                 stale.append(i)
         if stale:
             deleted = release_timestamps(program, ts_keys[stale], sent[stale])
