@@ -12,11 +12,14 @@ lived with (what the clean-up then removes was holding room all the same):
 - timestamp table at or above the high-water mark: the sampling interval doubles
   (the *sampling scale*: the effective interval is the configured one times the
   scale, for the static `-r` limit and the `-R` multiplier alike), up to
-  MAX_SAMPLING_SCALE; below the low-water mark it halves, back down to the configured
-  interval. Fewer timestamps per flow make the flows take turns for the table.
+  MAX_SAMPLING_SCALE. Fewer timestamps per flow make the flows take turns for the
+  table. The scale also divides the 10 s that a timestamp of a direction without RTT
+  may wait (config.timestamp_lifetime): mostly TSvals no reply will ever echo.
 - flow table at or above the high-water mark: every flow lifetime of the clean-up
   rules is divided by the *timeout divisor*, which doubles up to MAX_TIMEOUT_DIVISOR,
-  so idle flows make room for active ones sooner; below the low-water mark it halves.
+  so idle flows make room for active ones sooner.
+- below the low-water mark at RELAX_AFTER clean-ups in a row, a setting halves, back
+  down to the configured value.
 
 Between the two marks nothing changes (hysteresis: a table that hovers around one
 mark does not make the settings flap). One step per clean-up: the effect of a change
