@@ -37,7 +37,13 @@ docs/benchmarks.md). Its ``.rodata`` config is set as its user space would for
 ``pping -i IF`` (rate limit 100 ms, TCP, local filter on, no aggregation). pping/ePPing
 ratios are computed from measurements taken in the same run, rounds interleaved.
 
-Needs root. ``python bench/kernel_cost.py [--epping-object PATH] [--no-live]``
+``--baseline REF`` also measures pping's program as it was at git revision REF (built
+from ``git archive REF bpf`` into a temporary directory, loaded with today's ``struct
+pping_config`` up to ``max_outstanding``: the layout before it), so the cost
+of features added since is a ratio of two measurements of one run
+(``ratio_pping_over_baseline``).
+
+Needs root. ``python bench/kernel_cost.py [--epping-object PATH] [--baseline REF] [--no-live]``
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import argparse
 import contextlib
 import ctypes
 import hashlib
+import io
 import json
 import os
 import re
@@ -54,6 +61,8 @@ import statistics
 import struct
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,7 +74,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from pping.config import Config  # noqa: E402
 from pping.kernel import abi, libbpf  # noqa: E402
 from pping.kernel.attach import attach  # noqa: E402
-from pping.kernel.program import PpingProgram, object_path  # noqa: E402
+from pping.kernel.program import PpingProgram, config_struct, object_path  # noqa: E402
 
 PROGRAMS = {"ingress": abi.PROGRAM_INGRESS, "egress": abi.PROGRAM_EGRESS}
 INGRESS_HOOKS = {"tc_ingress": abi.PROGRAM_INGRESS, "xdp_ingress": abi.PROGRAM_XDP}
@@ -296,6 +305,48 @@ class EppingProgram:
         self.object.close()
 
 
+# -- pping at an earlier revision ----------------------------------------------------
+
+# sizeof(struct pping_config) before max_outstanding was appended to it.
+BASELINE_CONFIG_BYTES = abi.PpingConfig.max_outstanding.offset
+
+
+def build_baseline(ref: str, workdir: Path) -> Path:
+    """pping's kernel object as it was at git revision `ref`, built under `workdir`."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "bpf"], check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(workdir, filter="data")
+    out = workdir / "out"
+    subprocess.run(
+        ["make", "-s", "-C", str(workdir / "bpf"), f"OUT_DIR={out}"],
+        check=True,
+        capture_output=True,
+    )
+    return out / "pping.bpf.o"
+
+
+class BaselineProgram:
+    """An earlier pping object, configured as PpingProgram configures today's."""
+
+    def __init__(self, path: Path) -> None:
+        self.object = libbpf.BpfObject(path)
+        try:
+            config = bytes(config_struct(Config(), replay=False, local_filter=True))
+            offset = self.object.variable_offset(".rodata", abi.CONFIG_VARIABLE)
+            address, _ = self.object.map(".rodata").initial_value()
+            ctypes.memmove(address + offset, config[:BASELINE_CONFIG_BYTES], BASELINE_CONFIG_BYTES)
+            self.object.load()
+            self.program_fds = {name: self.object.program(name).fd for name in PROGRAMS.values()}
+        except BaseException:
+            self.object.close()
+            raise
+
+    def close(self) -> None:
+        self.object.close()
+
+
 # -- live statistics ----------------------------------------------------------------
 
 
@@ -454,6 +505,9 @@ def main() -> int:
         default=None,
         help="ePPing's object (default: /work/epping/pping_kern.o if it exists)",
     )
+    parser.add_argument(
+        "--baseline", default=None, metavar="REF", help="also measure pping as of git REF"
+    )
     parser.add_argument("--repeat", type=int, default=200_000, help="test-run repeat per case")
     parser.add_argument(
         "--singles",
@@ -496,6 +550,12 @@ def main() -> int:
     if epping_path:
         epping_prog = EppingProgram(epping_path)
         tools["epping"] = epping_prog.program_fds
+    baseline_prog = None
+    baseline_dir = tempfile.TemporaryDirectory(prefix="pping-baseline-")
+    if args.baseline:
+        baseline_path = build_baseline(args.baseline, Path(baseline_dir.name))
+        baseline_prog = BaselineProgram(baseline_path)
+        tools["pping_baseline"] = baseline_prog.program_fds
 
     hooks_prog = PpingProgram(
         Config(), replay=False, local_filter=False, programs=tuple(INGRESS_HOOKS.values())
@@ -521,6 +581,9 @@ def main() -> int:
     hooks_prog.close()
     if epping_prog is not None:
         epping_prog.close()
+    if baseline_prog is not None:
+        baseline_prog.close()
+        baseline_dir.cleanup()
 
     test_run: dict[str, Any] = {}
     for tool in tools:
@@ -551,6 +614,18 @@ def main() -> int:
             "mean_mix": ratio(p["mean_mix_ns"], e["mean_mix_ns"]),
             "cases": {
                 d: {c: ratio(p[d]["cases_ns"][c], e[d]["cases_ns"][c]) for c in p[d]["cases_ns"]}
+                for d in PROGRAMS
+            },
+        }
+
+    if "pping_baseline" in test_run:
+        p, b = test_run["pping"], test_run["pping_baseline"]
+        test_run["ratio_pping_over_baseline"] = {
+            "ingress_mix": ratio(p["ingress"]["mix_ns"], b["ingress"]["mix_ns"]),
+            "egress_mix": ratio(p["egress"]["mix_ns"], b["egress"]["mix_ns"]),
+            "mean_mix": ratio(p["mean_mix_ns"], b["mean_mix_ns"]),
+            "cases": {
+                d: {c: ratio(p[d]["cases_ns"][c], b[d]["cases_ns"][c]) for c in p[d]["cases_ns"]}
                 for d in PROGRAMS
             },
         }
@@ -628,6 +703,7 @@ def main() -> int:
                     "rounds": args.rounds,
                     "mix": MIX,
                     "epping_object": epping_path,
+                    "baseline": args.baseline,
                     "pping_object_sha256": sha256(object_path()),
                     "epping_object_sha256": sha256(Path(epping_path)) if epping_path else None,
                 },

@@ -78,6 +78,12 @@ const volatile struct pping_config config = {
 	.track_tcp = 1,
 };
 
+/* The sampling interval in force (see pping.h); user space writes it before load
+ * and whenever the pressure controller changes it. */
+struct pping_sampling sampling SEC(".data.sampling") = {
+	.rate_limit = 100 * 1000 * 1000,
+};
+
 /* Creation order of flow entries (clean-up reports timeouts in this order). */
 __u64 flow_seq = 0;
 
@@ -919,7 +925,7 @@ static __always_inline int is_newer_identifier(__u8 proto, __u32 id, __u32 last_
 	return diff != 0;
 }
 
-/* engine._rate_limited */
+/* engine._rate_limited, with the limits in force (`sampling`, not `config`). */
 static __always_inline int rate_limited(const struct flow_state *s, __u64 now)
 {
 	__u64 last = s->last_timestamp;
@@ -928,8 +934,8 @@ static __always_inline int rate_limited(const struct flow_state *s, __u64 now)
 	if (now < last)
 		return 1;
 	if (config.use_rtt_rate && rtt)
-		return now - last < ((config.rtt_rate * rtt) >> 16);
-	return now - last < config.rate_limit;
+		return now - last < ((sampling.rtt_rate * rtt) >> 16);
+	return now - last < sampling.rate_limit;
 }
 
 /*
@@ -1154,7 +1160,8 @@ static __always_inline void start_direction(struct flow_state *s, const struct p
 /*
  * timestamp_packet, for an active direction and a valid, new identifier:
  * local filter, rate limit (or a slot of the open burst), then (direction,
- * pid) -> now without overwriting a waiting entry of this incarnation.
+ * pid) -> now without overwriting a waiting entry of this incarnation, unless
+ * the direction is at its cap.
  */
 static __always_inline void timestamp_packet(void *ctx, struct flow_state *s,
 					     const struct packet_info *info, __u64 now,
@@ -1184,6 +1191,11 @@ static __always_inline void timestamp_packet(void *ctx, struct flow_state *s,
 		/* An orphan of an earlier connection on this tuple: replaced. */
 		*existing = now;
 		count(COUNTER_TIMESTAMPS_CREATED);
+		return;
+	}
+	/* Fairness: a direction holding its share does not take more of the table. */
+	if (config.max_outstanding && s->outstanding >= config.max_outstanding) {
+		count(COUNTER_TIMESTAMPS_CAPPED);
 		return;
 	}
 	err = bpf_map_update_elem(&timestamps, &ts_key, &now, BPF_NOEXIST);
@@ -1581,9 +1593,11 @@ struct bpf_map {
 };
 extern __s64 bpf_map_sum_elem_count(const struct bpf_map *map) __ksym;
 
-static __always_inline int is_empty(void *map)
+static __always_inline __u32 entries_of(void *map)
 {
-	return bpf_map_sum_elem_count(map) <= 0;
+	__s64 count = bpf_map_sum_elem_count(map);
+
+	return count > 0 ? count : 0;
 }
 
 /*
@@ -1599,14 +1613,20 @@ int pping_cleanup(struct cleanup_args *args)
 	walk.timestamps_expired = 0;
 	walk.flows_expired = 0;
 	walk.more = 0;
-	/* A walk visits every bucket, however few entries there are. */
-	if ((walk.walk & CLEANUP_TIMESTAMPS) && !is_empty(&timestamps))
+	/* The occupancy as the clean-up finds it: the pressure controller's input
+	 * (src/pping/pressure.py). A walk visits every bucket, however few entries
+	 * there are: an empty table is not walked. */
+	walk.timestamp_entries = (walk.walk & CLEANUP_TIMESTAMPS) ? entries_of(&timestamps) : 0;
+	walk.flow_entries = (walk.walk & CLEANUP_FLOWS) ? entries_of(&flows) : 0;
+	if (walk.timestamp_entries)
 		bpf_for_each_map_elem(&timestamps, expire_timestamp, &walk, 0);
-	if ((walk.walk & CLEANUP_FLOWS) && !is_empty(&flows))
+	if (walk.flow_entries)
 		bpf_for_each_map_elem(&flows, expire_flow, &walk, 0);
 	args->timestamps_expired = walk.timestamps_expired;
 	args->flows_expired = walk.flows_expired;
 	args->more = walk.more;
+	args->timestamp_entries = walk.timestamp_entries;
+	args->flow_entries = walk.flow_entries;
 	return walk.flows_expired;
 }
 

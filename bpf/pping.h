@@ -19,6 +19,7 @@
 
 /* Configuration: one `const volatile` global in .rodata, written before load. */
 struct pping_config {
+	/* As configured; the rate limit reads the values in force from `sampling`. */
 	__u64 rate_limit;	/* static sampling interval per direction, ns */
 	__u64 rtt_rate;		/* -R as 16.16 fixed point (modulo 2^64) */
 	__u8 use_rtt_rate;	/* -R given (the fixed point before reduction was not 0) */
@@ -38,6 +39,19 @@ struct pping_config {
 	__u8 aggregate;
 	__u8 agg_by_dst;	/* --aggregate-reverse: RTTs to the reply's destination */
 	__u8 reserved3[2];
+	__u32 max_outstanding;	/* timestamps one direction may hold; 0: no cap */
+	__u32 reserved4;
+};
+
+/*
+ * The sampling interval in force: the global `sampling`, alone in its data
+ * section ".data.sampling" (writable, unlike the config), rewritten whole by
+ * user space when the pressure controller (src/pping/pressure.py) changes the
+ * scale at a clean-up. Both fields are the configured values times the scale.
+ */
+struct pping_sampling {
+	__u64 rate_limit;	/* static interval per direction, ns (saturated) */
+	__u64 rtt_rate;		/* -R as 16.16 fixed point (modulo 2^64) */
 };
 
 /* Connection states of one direction (engine.py: EMPTY, WAITOPEN, OPEN, CLOSED). */
@@ -213,6 +227,7 @@ enum pping_counter {
 	COUNTER_FLOWS_TABLE_FULL,
 	COUNTER_RTT_EVENTS,
 	COUNTER_RINGBUF_FULL,
+	COUNTER_TIMESTAMPS_CAPPED,	/* the direction held config.max_outstanding */
 	PPING_NR_COUNTERS,
 };
 
@@ -248,6 +263,8 @@ struct cleanup_args {
 	__u32 timestamps_expired;	/* out: timestamps this run deleted */
 	__u32 flows_expired;		/* out: flow entries this run deleted */
 	__u32 more;			/* out: expired_flows filled up before the walk ended */
+	__u32 timestamp_entries;	/* out: timestamps before this run (when walked) */
+	__u32 flow_entries;		/* out: flow entries before this run (when walked) */
 };
 
 /* One flow entry the clean-up deleted (engine: a key of `dead`). */

@@ -169,8 +169,16 @@ def test_counter_reasons_are_the_parsers_and_engines() -> None:
     # What only user space can hit: the link layer, which the replay converts.
     assert set(packet.SKIP_REASONS) - reasons == {packet.SKIP_LINKTYPE, packet.SKIP_BAD_LINK}
     fields = set(events.Counters().as_dict()) - {"packets", "skipped"}
-    # Expiry is counted by the clean-up program's runs (struct cleanup_args).
-    assert fields - set(abi.COUNTER_FIELDS.values()) == {"timestamps_expired", "flows_expired"}
+    # Expiry is counted by the clean-up program's runs (struct cleanup_args); the
+    # pressure controller decides in user space.
+    assert fields - set(abi.COUNTER_FIELDS.values()) == {
+        "timestamps_expired",
+        "flows_expired",
+        "sampling_raised",
+        "sampling_relaxed",
+        "timeout_shortened",
+        "timeout_restored",
+    }
 
 
 # -- the C compiler's view -------------------------------------------------------------

@@ -657,11 +657,16 @@ HANDSHAKE_SUMMARY = {
     "timestamps_matched": 2,
     "timestamps_expired": 0,
     "timestamps_table_full": 0,
+    "timestamps_capped": 0,
     "flows_created": 1,
     "flows_closed": 0,
     "flows_expired": 0,
     "flows_table_full": 0,
     "rtt_events": 2,
+    "sampling_raised": 0,
+    "sampling_relaxed": 0,
+    "timeout_shortened": 0,
+    "timeout_restored": 0,
 }
 HANDSHAKE_SUMMARY_TEXT = (
     "Summary: 3 packets, 2 RTT events\n"

@@ -107,7 +107,19 @@ EXTRA_OPTION_SETS = {
         "--max-timestamps",
         "5",
     ],
-}
+    "adaptive": [
+        "-r", "10", "-c", "0.1", "-s", "-T", "-C", "--adaptive", "--max-flows", "6",
+        "--max-timestamps", "8", "--max-outstanding", "3", "--stats-interval", "0.5",
+    ],
+    "adaptive-rtt-rate": [
+        "-r", "10", "-R", "0.5", "-c", "0.1", "-s", "--adaptive", "--high-water", "50",
+        "--low-water", "25", "--max-timestamps", "16", "--stats-interval", "1",
+    ],
+    "adaptive-burst": [
+        "-r", "10", "-c", "0.1", "--burst", "2", "--adaptive", "--max-timestamps", "8",
+        "--max-outstanding", "2", "-s",
+    ],
+}  # fmt: skip
 
 
 def config_of(options: list[str]) -> Config:

@@ -420,8 +420,9 @@ FLOWS_FULL_JSON = (
 SUMMARY_JSON = (
     '{"summary":{"packets":1000,"skipped":{"no-timestamp":7,"non-ip":3},'
     '"timestamps_created":40,"timestamps_matched":30,"timestamps_expired":5,'
-    '"timestamps_table_full":2,"flows_created":4,"flows_closed":1,"flows_expired":1,'
-    '"flows_table_full":1,"rtt_events":30},"final":true}'
+    '"timestamps_table_full":2,"timestamps_capped":0,"flows_created":4,"flows_closed":1,'
+    '"flows_expired":1,"flows_table_full":1,"rtt_events":30,"sampling_raised":0,'
+    '"sampling_relaxed":0,"timeout_shortened":0,"timeout_restored":0},"final":true}'
 )
 
 ALL_EVENTS: list[Event] = [

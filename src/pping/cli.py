@@ -17,7 +17,11 @@ from . import __version__
 from .aggregate import Aggregator, aggregated_replay
 from .config import (
     DEFAULT_BURST_WINDOW_NS,
+    DEFAULT_HIGH_WATER,
+    DEFAULT_LOW_WATER,
     MAX_BURST_PACKETS,
+    MAX_OUTSTANDING_SHARE,
+    MIN_OUTSTANDING_CAP,
     NS_PER_MS,
     NS_PER_S,
     AggregateConfig,
@@ -80,6 +84,16 @@ def _whole_number(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive: {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +182,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sampling.add_argument(
         "--max-flows", type=_positive_int, default=None, metavar="N", help="size of the flow table"
+    )
+    pressure = parser.add_argument_group("pressure and statistics")
+    pressure.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="adapt to full tables: sample less often while the timestamp table is above "
+        "the high-water mark, shorten flow timeouts while the flow table is",
+    )
+    pressure.add_argument(
+        "--high-water",
+        type=_positive_int,
+        default=DEFAULT_HIGH_WATER,
+        metavar="PCT",
+        help=f"--adaptive: table occupancy that triggers a step (default {DEFAULT_HIGH_WATER})",
+    )
+    pressure.add_argument(
+        "--low-water",
+        type=_positive_int,
+        default=DEFAULT_LOW_WATER,
+        metavar="PCT",
+        help=f"--adaptive: occupancy below which a step is undone (default {DEFAULT_LOW_WATER})",
+    )
+    pressure.add_argument(
+        "--max-outstanding",
+        type=_non_negative_int,
+        default=None,
+        metavar="K",
+        help="timestamps one flow direction may hold at once (0: no cap; default "
+        f"1/{MAX_OUTSTANDING_SHARE} of the timestamp table, at least {MIN_OUTSTANDING_CAP})",
+    )
+    pressure.add_argument(
+        "--stats-interval",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="write a statistics record every S seconds (at clean-ups) and at the end",
     )
     protocols = parser.add_argument_group("protocols")
     protocols.add_argument("-T", "--tcp", action="store_true", help="track TCP (default)")
@@ -287,6 +337,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         include_local=args.include_local,
         burst_packets=args.burst,
         burst_window_ns=round(args.burst_window * NS_PER_MS),
+        max_outstanding=args.max_outstanding,
+        adaptive=args.adaptive,
+        high_water=args.high_water,
+        low_water=args.low_water,
+        stats_interval_ns=round(args.stats_interval * NS_PER_S),
         **extra,
     )
 

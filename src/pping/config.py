@@ -16,6 +16,10 @@ TIMESTAMP_RTT_LIFETIME = 8
 # ... but never less than this: a delayed ACK may wait up to 200 ms (Linux's
 # TCP_DELACK_MAX; 40 ms at least), however short the path.
 TIMESTAMP_MIN_LIFETIME_NS = 200 * NS_PER_MS
+# Under pressure, a timestamp of a direction without RTT waits at least this long: far
+# above the round trips pping is for. (Mostly these are TSvals that a delayed ACK
+# will never echo: they would hold their place for 10 s.)
+TIMESTAMP_PRESSURE_LIFETIME_NS = NS_PER_S
 FLOW_LIFETIME_NS = 300 * NS_PER_S
 ICMP_FLOW_LIFETIME_NS = 30 * NS_PER_S
 UNOPENED_FLOW_LIFETIME_NS = 30 * NS_PER_S
@@ -25,25 +29,51 @@ MAP_FULL_WARN_INTERVAL_NS = NS_PER_S
 # are written with & and | so that they apply to Python ints and numpy arrays alike.
 
 
-def timestamp_is_stale(age: Any, srtt: Any) -> Any:
+def timestamp_is_stale(age: Any, srtt: Any, divisor: int = 1) -> Any:
     """A timestamp `age` ns old, of a direction whose smoothed RTT is `srtt` (0 when
-    unknown), is removed."""
+    unknown), is removed. `divisor` (the pressure controller's sampling scale, see
+    pressure.py) shortens the 10 s a timestamp may wait when no RTT is known, down to
+    TIMESTAMP_PRESSURE_LIFETIME_NS."""
     known = (srtt > 0) & (age > srtt * TIMESTAMP_RTT_LIFETIME) & (age > TIMESTAMP_MIN_LIFETIME_NS)
-    return known | (age > TIMESTAMP_LIFETIME_NS)
+    return known | (age > timestamp_lifetime(divisor))
 
 
-def direction_is_old(age: Any, waiting: Any, icmp: Any) -> Any:
+def timestamp_lifetime(divisor: int) -> int:
+    """How long a timestamp waits for its reply when its direction has no RTT yet."""
+    return max(TIMESTAMP_LIFETIME_NS // divisor, TIMESTAMP_PRESSURE_LIFETIME_NS)
+
+
+def direction_is_old(age: Any, waiting: Any, icmp: Any, divisor: int = 1) -> Any:
     """An active direction whose last timestamp is `age` ns old has timed out;
-    `waiting`: still unopened (no reply yet); `icmp`: an ICMP echo flow."""
+    `waiting`: still unopened (no reply yet); `icmp`: an ICMP echo flow. `divisor`
+    shortens every lifetime (the pressure controller's idle-timeout divisor, see
+    pressure.py); integer division keeps both data paths on the same integers."""
     return (
-        (waiting & (age > UNOPENED_FLOW_LIFETIME_NS))
-        | (icmp & (age > ICMP_FLOW_LIFETIME_NS))
-        | (age > FLOW_LIFETIME_NS)
+        (waiting & (age > UNOPENED_FLOW_LIFETIME_NS // divisor))
+        | (icmp & (age > ICMP_FLOW_LIFETIME_NS // divisor))
+        | (age > FLOW_LIFETIME_NS // divisor)
     )
 
 
 DEFAULT_MAX_TIMESTAMPS = 131072
 DEFAULT_MAX_FLOWS = 131072
+
+# Pressure (docs/sampling.md, "Adapting to pressure"): occupancy marks in percent. A
+# relaxed step doubles the demand, so the low mark stays below half the high one.
+DEFAULT_HIGH_WATER = 90
+DEFAULT_LOW_WATER = 40
+
+# Fairness (docs/sampling.md, "Fairness"): without --max-outstanding a direction may
+# hold 1/MAX_OUTSTANDING_SHARE of the timestamp table, and never fewer than
+# MIN_OUTSTANDING_CAP entries (so tiny tables keep sampling every round trip).
+MAX_OUTSTANDING_SHARE = 8
+MIN_OUTSTANDING_CAP = 16
+
+
+def default_max_outstanding(max_timestamps: int) -> int:
+    """The per-direction cap on outstanding timestamps for a table of this size."""
+    return max(MIN_OUTSTANDING_CAP, max_timestamps // MAX_OUTSTANDING_SHARE)
+
 
 # Bursts (docs/sampling.md): the seed design's example is a few packets within 4 ms.
 DEFAULT_BURST_WINDOW_NS = 4 * NS_PER_MS
@@ -64,6 +94,12 @@ class Config:
     include_local: bool = False
     max_timestamps: int = DEFAULT_MAX_TIMESTAMPS
     max_flows: int = DEFAULT_MAX_FLOWS
+    # None: default_max_outstanding(max_timestamps); 0: no cap.
+    max_outstanding: int | None = None
+    adaptive: bool = False
+    high_water: int = DEFAULT_HIGH_WATER
+    low_water: int = DEFAULT_LOW_WATER
+    stats_interval_ns: int = 0  # 0: no periodic statistics records
     burst_packets: int = 0
     burst_window_ns: int = DEFAULT_BURST_WINDOW_NS
 
@@ -82,6 +118,23 @@ class Config:
             raise OptionsError(f"--burst must be between 0 and {MAX_BURST_PACKETS}")
         if self.burst_window_ns < 1:
             raise OptionsError("--burst-window must be positive")
+        if self.max_outstanding is not None and self.max_outstanding < 0:
+            raise OptionsError("--max-outstanding must be zero or positive")
+        if not 0 < self.low_water < self.high_water <= 100:
+            raise OptionsError("water marks must satisfy 0 < --low-water < --high-water <= 100")
+        if self.stats_interval_ns < 0:
+            raise OptionsError("--stats-interval must be zero or positive")
+        if self.stats_interval_ns and not self.cleanup_interval_ns:
+            raise OptionsError("--stats-interval needs the clean-up (-c above 0)")
+        if self.adaptive and not self.cleanup_interval_ns:
+            raise OptionsError("--adaptive needs the clean-up (-c above 0)")
+
+    @property
+    def outstanding_cap(self) -> int:
+        """Outstanding timestamps one direction may hold (0: no cap)."""
+        if self.max_outstanding is None:
+            return default_max_outstanding(self.max_timestamps)
+        return self.max_outstanding
 
 
 # Aggregation (-a): docs/aggregation.md.

@@ -25,10 +25,13 @@ updates its own direction (it may be *timestamped*) and the reverse one (it may
    no direction remains active.
 
 `expire(now)` is the periodic clean-up: stale timestamps and idle flows are removed,
-and open directions that time out get a closing event.
+and open directions that time out get a closing event. Then the pressure monitor
+(pressure.py) may change the sampling scale and the flow timeouts, and write a
+statistics record.
 
 Every table is bounded; a refused insert is counted and reported at most once a
-second per table (MapFullEvent).
+second per table (MapFullEvent). A direction holds at most `config.outstanding_cap`
+timestamps (fairness: a heavy flow cannot take the whole table).
 """
 
 from __future__ import annotations
@@ -54,9 +57,11 @@ from .events import (
     FlowEventType,
     MapFullEvent,
     RttEvent,
+    StatsEvent,
     Table,
 )
 from .packet import TCP_SYN, PacketInfo
+from .pressure import PressureMonitor
 
 # Connection states of one direction.
 EMPTY = 0  # never seen a packet that could be timestamped
@@ -190,7 +195,12 @@ class Engine:
         self.counters = Counters()
         self.flows: dict[FlowKey, DualFlow] = {}
         self.timestamps: dict[TimestampKey, int] = {}
+        self.pressure = PressureMonitor(config)
+        # The sampling interval in force: the configured one times the pressure
+        # monitor's scale (set_sampling_scale), for -r and -R alike.
+        self.rate_limit_ns = config.rate_limit_ns
         self._rtt_rate = rtt_rate_fixpoint(config.rtt_rate)
+        self._outstanding_cap = config.outstanding_cap
         self._burst = config.burst_packets
         self._last_warning: list[int | None] = [None, None]  # per Table: last MapFullEvent
 
@@ -404,7 +414,7 @@ class Engine:
         if state.has_been_timestamped and (
             # the static limit, inline: it decides for most packets
             now < last
-            or (not self._rtt_rate and now - last < self.config.rate_limit_ns)
+            or (not self._rtt_rate and now - last < self.rate_limit_ns)
             or (self._rtt_rate and self._rate_limited(state, now))
         ):
             # Refused by the rate limit: a packet of the window still open may join it.
@@ -428,6 +438,13 @@ class Engine:
         existing = timestamps.get(ts_key)
         if existing is not None and existing >= state.started:
             return  # the same identifier is already waiting for its reply
+        if (
+            existing is None
+            and self._outstanding_cap
+            and state.outstanding >= self._outstanding_cap
+        ):
+            self.counters.timestamps_capped += 1  # fairness: this direction holds its share
+            return
         if existing is None and len(timestamps) >= self.config.max_timestamps:
             self.counters.timestamps_table_full += 1
             self._warn_full(Table.TIMESTAMPS, info, now, events)
@@ -446,7 +463,7 @@ class Engine:
         rtt = state.srtt if self.config.use_srtt else state.min_rtt
         if self._rtt_rate and rtt:
             return now - last < ((self._rtt_rate * rtt) & U64) >> FIXPOINT_SHIFT
-        return now - last < self.config.rate_limit_ns
+        return now - last < self.rate_limit_ns
 
     @staticmethod
     def _open_reverse(state: FlowState, info: PacketInfo, events: list[Event]) -> None:
@@ -553,9 +570,29 @@ class Engine:
     # -- clean-up ----------------------------------------------------------------
 
     def expire(self, now: int) -> list[Event]:
-        """Periodic clean-up at time `now`: stale timestamps, then idle flows."""
+        """Periodic clean-up at time `now`: stale timestamps, then idle flows, then the
+        pressure monitor's decisions and statistics."""
+        # The occupancy the packets left, before the clean-up: what they had to live with.
+        occupancy = (len(self.timestamps), len(self.flows))
         self._expire_timestamps(now)
-        return self._expire_flows(now)
+        events = self._expire_flows(now)
+        pressure = self.pressure
+        scale = pressure.sampling_scale
+        events += pressure.at_cleanup(now, *occupancy, self.counters, lambda: self.counters)
+        if pressure.sampling_scale != scale:
+            self.set_sampling_scale(pressure.sampling_scale)
+        return events
+
+    def set_sampling_scale(self, scale: int) -> None:
+        """Sample `scale` times less often than configured (static and -R limits)."""
+        self.rate_limit_ns = self.config.rate_limit_ns * scale
+        self._rtt_rate = rtt_rate_fixpoint(self.config.rtt_rate) * scale
+
+    def statistics(self, now: int, final: bool = True) -> StatsEvent:
+        """A statistics record of the state at `now` (the end of a replay)."""
+        return self.pressure.statistics(
+            now, final, self.counters, len(self.timestamps), len(self.flows)
+        )
 
     def _direction_state(self, key: FlowKey) -> FlowState | None:
         link, proto, saddr, sport, daddr, dport = key
@@ -567,13 +604,14 @@ class Engine:
 
     def _expire_timestamps(self, now: int) -> None:
         stale: list[TimestampKey] = []
+        divisor = self.pressure.sampling_scale
         for ts_key, sent in self.timestamps.items():
             if now <= sent:
                 continue
             state = self._direction_state(ts_key[:6])
             srtt = state.srtt if state is not None else 0
             age = now - sent
-            if timestamp_is_stale(age, srtt):
+            if timestamp_is_stale(age, srtt, divisor):
                 stale.append(ts_key)
                 if state is not None and sent >= state.started:
                     state.outstanding -= 1
@@ -584,9 +622,10 @@ class Engine:
     def _expire_flows(self, now: int) -> list[Event]:
         events: list[Event] = []
         dead: list[FlowKey] = []
+        divisor = self.pressure.timeout_divisor
         for key, dual in self.flows.items():
-            first_old = _is_flow_old(key[1], dual.first, now)
-            second_old = _is_flow_old(key[1], dual.second, now)
+            first_old = _is_flow_old(key[1], dual.first, now, divisor)
+            second_old = _is_flow_old(key[1], dual.second, now, divisor)
             if (dual.first.active and not first_old) or (dual.second.active and not second_old):
                 continue
             dead.append(key)
@@ -617,11 +656,12 @@ def _first_of_window(state: FlowState, sent: int) -> bool:
     return first
 
 
-def _is_flow_old(proto: int, state: FlowState, now: int) -> bool:
+def _is_flow_old(proto: int, state: FlowState, now: int, divisor: int) -> bool:
     if not state.active or state.last_timestamp > now:
         return False
     icmp = proto in (IPPROTO_ICMP, IPPROTO_ICMPV6)
-    return bool(direction_is_old(now - state.last_timestamp, state.conn_state == WAITOPEN, icmp))
+    waiting = state.conn_state == WAITOPEN
+    return bool(direction_is_old(now - state.last_timestamp, waiting, icmp, divisor))
 
 
 def _timeout_event(now: int, flow: Flow) -> FlowEvent:

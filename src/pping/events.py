@@ -155,6 +155,62 @@ class MapFullEvent:
     table: Table
 
 
+class PressureChange(enum.IntEnum):
+    """What the pressure controller changed (see pressure.py)."""
+
+    SAMPLING_RAISED = 1  # the timestamp table is above the high-water mark
+    SAMPLING_RELAXED = 2  # ... below the low-water mark: back towards the configured
+    TIMEOUT_SHORTENED = 3  # the flow table is above the high-water mark
+    TIMEOUT_RESTORED = 4  # ... below the low-water mark
+
+
+@dataclass(frozen=True, slots=True)
+class PressureEvent:
+    """The controller changed the sampling interval or the idle timeout at a clean-up.
+
+    `entries` of `capacity` is the occupancy of `table` that decided it; the other
+    fields are the settings in force from now on: the sampling scale and the static
+    interval it gives (the configured one times the scale), and the divisor of the
+    flow lifetimes with the longest lifetime it gives.
+    """
+
+    timestamp: int
+    change: PressureChange
+    table: Table
+    entries: int
+    capacity: int
+    sampling_scale: int
+    rate_limit_ns: int
+    timeout_divisor: int
+    flow_timeout_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatsEvent:
+    """A statistics record (--stats-interval, and once at the end): counts since the
+    start, the occupancy of both tables and the settings in force. `final` marks the
+    record written at the end."""
+
+    timestamp: int
+    final: bool
+    packets: int
+    timestamps_created: int
+    timestamps_matched: int
+    timestamps_expired: int
+    timestamps_table_full: int
+    timestamps_capped: int
+    flows_created: int
+    rtt_events: int
+    timestamp_entries: int
+    max_timestamps: int
+    flow_entries: int
+    max_flows: int
+    sampling_scale: int
+    rate_limit_ns: int
+    timeout_divisor: int
+    flow_timeout_ns: int
+
+
 @dataclass(slots=True)
 class Counters:
     """Totals kept by a data path and reported at the end (and on demand)."""
@@ -165,11 +221,16 @@ class Counters:
     timestamps_matched: int = 0
     timestamps_expired: int = 0
     timestamps_table_full: int = 0
+    timestamps_capped: int = 0  # refused: the direction held --max-outstanding
     flows_created: int = 0
     flows_closed: int = 0
     flows_expired: int = 0
     flows_table_full: int = 0
     rtt_events: int = 0
+    sampling_raised: int = 0
+    sampling_relaxed: int = 0
+    timeout_shortened: int = 0
+    timeout_restored: int = 0
 
     def skip(self, reason: str, count: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + count
@@ -182,11 +243,16 @@ class Counters:
             "timestamps_matched": self.timestamps_matched,
             "timestamps_expired": self.timestamps_expired,
             "timestamps_table_full": self.timestamps_table_full,
+            "timestamps_capped": self.timestamps_capped,
             "flows_created": self.flows_created,
             "flows_closed": self.flows_closed,
             "flows_expired": self.flows_expired,
             "flows_table_full": self.flows_table_full,
             "rtt_events": self.rtt_events,
+            "sampling_raised": self.sampling_raised,
+            "sampling_relaxed": self.sampling_relaxed,
+            "timeout_shortened": self.timeout_shortened,
+            "timeout_restored": self.timeout_restored,
         }
 
 
@@ -278,4 +344,12 @@ class AggregateEvent:
         return value
 
 
-Event = RttEvent | FlowEvent | MapFullEvent | AggregateHeader | AggregateEvent
+Event = (
+    RttEvent
+    | FlowEvent
+    | MapFullEvent
+    | PressureEvent
+    | StatsEvent
+    | AggregateHeader
+    | AggregateEvent
+)

@@ -922,7 +922,7 @@ class FastReplay:
                 outstanding=view.outstanding,
                 times=columns[3],
                 sampling=view.sampling,
-                rate_limit_ns=self.engine.config.rate_limit_ns,
+                rate_limit_ns=self.engine.rate_limit_ns,  # in force (pressure.py)
                 started=view.started,
                 quiet=view.quiet,
             )
@@ -1012,8 +1012,11 @@ def fast_replay(
 ) -> Generator[Event, None, None]:
     """The events of `replay.replay`, computed batch by batch (see the module doc)."""
     fast = FastReplay(engine, merge_interfaces)
+    last: int | None = None
     for batch in reader.iter_batches():
         times = batch.timestamps_ns
+        if len(times):
+            last = int(times[-1])
         if times.dtype != np.int64:  # a time beyond int64: exact ints, the slow way
             link = 0 if merge_interfaces else batch.interface
             yield from fast._slow(
@@ -1025,3 +1028,5 @@ def fast_replay(
             batch.linktype, batch.interface, batch.buffer, batch.offsets, batch.caplens,
             batch.wire_lens, times,
         )  # fmt: skip
+    if engine.config.stats_interval_ns and last is not None:
+        yield engine.statistics(last)

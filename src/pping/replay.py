@@ -39,13 +39,15 @@ class CleanupClock:
 def replay(
     engine: Engine, records: Iterable[CaptureRecord], merge_interfaces: bool = False
 ) -> Iterator[Event]:
-    """Events of the engine for each record, in order, with clean-ups interleaved.
+    """Events of the engine for each record, in order, with clean-ups interleaved
+    (and, with --stats-interval, a final statistics record at the last packet's time).
 
     Each interface of a capture is its own observation point (link) unless
     `merge_interfaces` says they all watch one link.
     """
     clock = CleanupClock(engine.config.cleanup_interval_ns)
     process = engine.process
+    now: int | None = None
     for record in records:
         now = record.timestamp_ns
         if clock.due(now):
@@ -57,3 +59,5 @@ def replay(
         events = process(info, now, 0 if merge_interfaces else record.interface)
         if events:
             yield from events
+    if engine.config.stats_interval_ns and now is not None:
+        yield engine.statistics(now)  # the final statistics record

@@ -56,7 +56,16 @@ class PpingConfig(ctypes.Structure):
         ("aggregate", U8),
         ("agg_by_dst", U8),
         ("reserved3", U8 * 2),
+        ("max_outstanding", U32),
+        ("reserved4", U32),
     ]
+
+
+class PpingSampling(ctypes.Structure):
+    """struct pping_sampling (the `sampling` global in .data.sampling): the limits in
+    force, the configured ones times the pressure controller's scale."""
+
+    _fields_ = [("rate_limit", U64), ("rtt_rate", U64)]
 
 
 class FlowKey(ctypes.Structure):
@@ -123,7 +132,7 @@ class WarningState(ctypes.Structure):
 
 class CleanupArgs(ctypes.Structure):
     """struct cleanup_args: the context of the clean-up program (in: the time and the
-    lifetimes; out: what it deleted)."""
+    lifetimes; out: what it deleted, and how full the tables were before)."""
 
     _fields_ = [
         ("now", U64),
@@ -137,6 +146,8 @@ class CleanupArgs(ctypes.Structure):
         ("timestamps_expired", U32),
         ("flows_expired", U32),
         ("more", U32),
+        ("timestamp_entries", U32),
+        ("flow_entries", U32),
     ]
 
 
@@ -217,6 +228,7 @@ class AggStats(ctypes.Structure):
 # Every mirrored structure under its C name (tests/test_abi.py walks this).
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "pping_config": PpingConfig,
+    "pping_sampling": PpingSampling,
     "flow_key": FlowKey,
     "flow_state": FlowState,
     "dual_flow": DualFlow,
@@ -301,6 +313,7 @@ COUNTERS: tuple[str, ...] = (
     "COUNTER_FLOWS_TABLE_FULL",
     "COUNTER_RTT_EVENTS",
     "COUNTER_RINGBUF_FULL",
+    "COUNTER_TIMESTAMPS_CAPPED",
 )
 NR_COUNTERS = len(COUNTERS)
 COUNTER_PACKETS = COUNTERS.index("COUNTER_PACKETS")
@@ -332,6 +345,7 @@ COUNTER_FIELDS: dict[int, str] = {
     COUNTERS.index("COUNTER_FLOWS_CLOSED"): "flows_closed",
     COUNTERS.index("COUNTER_FLOWS_TABLE_FULL"): "flows_table_full",
     COUNTERS.index("COUNTER_RTT_EVENTS"): "rtt_events",
+    COUNTERS.index("COUNTER_TIMESTAMPS_CAPPED"): "timestamps_capped",
 }
 
 # Other enums of pping.h, name -> value, for tests/test_abi.py (the values of the flow
@@ -374,6 +388,8 @@ PROGRAM_INGRESS = "pping_tc_ingress"
 PROGRAM_EGRESS = "pping_tc_egress"
 PROGRAM_XDP = "pping_xdp_ingress"  # ingress at XDP (-I xdp), live only
 PROGRAM_CLEANUP = "pping_cleanup"  # SEC("syscall"): the periodic clean-up
+MAP_SAMPLING = ".data.sampling"  # the data section of the global `sampling`
+SAMPLING_VARIABLE = "sampling"
 MAP_FLOWS = "flows"
 MAP_TIMESTAMPS = "timestamps"
 MAP_EVENTS = "events"

@@ -23,26 +23,31 @@ import numpy as np
 from ..config import (
     FLOW_LIFETIME_NS,
     ICMP_FLOW_LIFETIME_NS,
-    TIMESTAMP_LIFETIME_NS,
     TIMESTAMP_MIN_LIFETIME_NS,
     TIMESTAMP_RTT_LIFETIME,
     UNOPENED_FLOW_LIFETIME_NS,
+    timestamp_lifetime,
 )
 from ..events import Event, EventReason, EventSource, Flow, FlowEvent, FlowEventType
 from . import abi, libbpf
 from .program import PpingProgram
 
 
-def cleanup_args(now: int, walk: int) -> abi.CleanupArgs:
-    """The clean-up program's context: the time, what to walk, config.py's lifetimes."""
+def cleanup_args(
+    now: int, walk: int, sampling_scale: int = 1, timeout_divisor: int = 1
+) -> abi.CleanupArgs:
+    """The clean-up program's context: the time, what to walk, config.py's lifetimes as
+    the pressure controller has shortened them (`timestamp_is_stale` and
+    `direction_is_old` with these divisors: `age > lifetime // divisor` is what the
+    kernel's `age > lifetime` then computes)."""
     return abi.CleanupArgs(
         now=now,
-        timestamp_lifetime=TIMESTAMP_LIFETIME_NS,
+        timestamp_lifetime=timestamp_lifetime(sampling_scale),
         timestamp_min_lifetime=TIMESTAMP_MIN_LIFETIME_NS,
         timestamp_rtt_lifetime=TIMESTAMP_RTT_LIFETIME,
-        flow_lifetime=FLOW_LIFETIME_NS,
-        icmp_flow_lifetime=ICMP_FLOW_LIFETIME_NS,
-        unopened_flow_lifetime=UNOPENED_FLOW_LIFETIME_NS,
+        flow_lifetime=FLOW_LIFETIME_NS // timeout_divisor,
+        icmp_flow_lifetime=ICMP_FLOW_LIFETIME_NS // timeout_divisor,
+        unopened_flow_lifetime=UNOPENED_FLOW_LIFETIME_NS // timeout_divisor,
         walk=walk,
     )
 
@@ -70,16 +75,27 @@ class KernelCleanup:
         self.program = program
         self.timestamps_expired = 0
         self.flows_expired = 0
+        # How full the tables were when the last run began (the pressure monitor's input).
+        self.timestamp_entries = 0
+        self.flow_entries = 0
 
-    def run(self, now: int, time_base: int = 0) -> list[Event]:
-        """The clean-up at `now` (the program's clock, 0 to 2^64 - 1); the closing
-        events of flows that timed out, at time `now + time_base`."""
+    def run(
+        self, now: int, time_base: int = 0, sampling_scale: int = 1, timeout_divisor: int = 1
+    ) -> list[Event]:
+        """The clean-up at `now` (the program's clock, 0 to 2^64 - 1), with lifetimes
+        shortened by the pressure controller's divisors; the closing events of flows
+        that timed out, at time `now + time_base`."""
         program = self.program
         walk = abi.CLEANUP_TIMESTAMPS | abi.CLEANUP_FLOWS
         batches: list[Any] = []
+        first = True
         while True:
-            args = cleanup_args(now, walk)
+            args = cleanup_args(now, walk, sampling_scale, timeout_divisor)
             written = libbpf.run_syscall_program(program.cleanup_fd, args)
+            if first:
+                self.timestamp_entries = args.timestamp_entries
+                self.flow_entries = args.flow_entries
+                first = False
             self.timestamps_expired += args.timestamps_expired
             self.flows_expired += args.flows_expired
             if written:

@@ -36,6 +36,7 @@ from .ringbuf import RingBuffer
 OBJECT_ENV = "PPING_BPF_OBJECT"
 OBJECT_NAME = "pping.bpf.o"
 DEFAULT_RINGBUF_BYTES = 1 << 20
+U32_MAX = 0xFFFFFFFF
 
 
 def object_path() -> Path:
@@ -85,6 +86,17 @@ def config_struct(
         agg_ipv4_mask=(0xFFFFFFFF << (32 - v4_len)) & 0xFFFFFFFF,
         aggregate=int(aggregate is not None),
         agg_by_dst=int(aggregate is not None and aggregate.by_destination),
+        max_outstanding=min(config.outstanding_cap, U32_MAX),
+    )
+
+
+def sampling_struct(config: Config, scale: int) -> abi.PpingSampling:
+    """The limits in force at sampling scale `scale` (see struct pping_sampling): the
+    engine's `rate_limit_ns` (saturated, as config_struct does) and its -R multiplier
+    (modulo 2^64, as the engine multiplies)."""
+    return abi.PpingSampling(
+        rate_limit=min(config.rate_limit_ns * scale, libbpf.U64_MAX),
+        rtt_rate=(rtt_rate_fixpoint(config.rtt_rate) * scale) & libbpf.U64_MAX,
     )
 
 
@@ -148,6 +160,7 @@ class PpingProgram:
                     config, replay=replay, local_filter=local_filter, aggregate=aggregate
                 ),
             )
+            obj.write_variable(abi.MAP_SAMPLING, abi.SAMPLING_VARIABLE, sampling_struct(config, 1))
             flows = obj.map(abi.MAP_FLOWS)
             timestamps = obj.map(abi.MAP_TIMESTAMPS)
             flows.set_max_entries(config.max_flows)
@@ -178,6 +191,8 @@ class PpingProgram:
                 tuple(obj.map(name).fd for name in copy) for copy in abi.MAP_AGGREGATES
             )
             self.agg_active_fd = obj.map(abi.MAP_AGG_ACTIVE).fd
+            self.sampling_fd = obj.map(abi.MAP_SAMPLING).fd
+            self.config = config
             self.program_fds = {name: obj.program(name).fd for name in wanted}
             # Always loaded: the clean-up (kernel/cleanup.py), live and in replay.
             self.cleanup_fd = obj.program(abi.PROGRAM_CLEANUP).fd
@@ -204,8 +219,15 @@ class PpingProgram:
         for table in range(abi.NR_TABLES):
             index[0] = table
             libbpf.map_update(self.warnings_fd, index, warning)
+        self.set_sampling_scale(1)
         if self.ring is not None:
             self.ring.read()
+
+    def set_sampling_scale(self, scale: int) -> None:
+        """Sample `scale` times less often than configured, from the next packet on
+        (the pressure controller's decision; Engine.set_sampling_scale)."""
+        zero = np.zeros(1, dtype=np.uint32)
+        libbpf.map_update(self.sampling_fd, zero, sampling_struct(self.config, scale))
 
     def counter_values(self) -> list[int]:
         """Each counter of enum pping_counter, summed over the CPUs."""

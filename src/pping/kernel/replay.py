@@ -18,7 +18,9 @@ will do it:
 - Time and link: the context's `tstamp` carries the capture time minus `base` (the
   program's clock is 64-bit, capture times are not), `mark` the interface.
 - Clean-up: at the moments of `replay.CleanupClock`, the kernel's clean-up program
-  (kernel/cleanup.py), as live monitoring runs it.
+  (kernel/cleanup.py), as live monitoring runs it, with the lifetimes the engine's
+  pressure monitor (pressure.py) sets; then that monitor decides, and its sampling scale
+  is written to the program's `sampling` global.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from ..packet import (
     PacketInfo,
     parse_packet,
 )
+from ..pressure import PressureMonitor
 from ..replay import CleanupClock
 from ..sources.pcap import CaptureRecord
 from . import abi, libbpf
@@ -413,6 +416,7 @@ class KernelReplay:
         self.base: int | None = None
         # Whether moving the clock had to clamp a time (see _rebase).
         self.clamped = False
+        self.pressure = PressureMonitor(config)
 
     def close(self) -> None:
         if self.owns_program:
@@ -466,6 +470,7 @@ class KernelReplay:
         counters = self.counters
         max_packet = libbpf.TEST_RUN_MAX_PACKET
         agg_clock = self.agg_clock
+        now: int | None = None
         for record in records:
             now = record.timestamp_ns
             if agg_clock is not None:
@@ -512,6 +517,8 @@ class KernelReplay:
             if ring.pending():
                 for data in ring.read():
                     yield decode_event(data, base)
+        if self.config.stats_interval_ns and now is not None:
+            yield self.pressure.statistics(now, True, self.totals(), *self._occupancy())
 
     def _rebase(self, new_base: int) -> list[tuple[int, Any, Any]]:
         """Move the program's clock so that it starts at capture time `new_base`.
@@ -570,7 +577,8 @@ class KernelReplay:
     def _expire(self, now: int) -> list[Event]:
         """The kernel's clean-up at capture time `now`."""
         if self.base is None:
-            return []  # nothing reached the program yet: its maps are empty
+            # Nothing reached the program yet: its maps are empty.
+            return self._after_cleanup(now, 0, 0)
         clamped: list[tuple[int, Any, Any]] = []
         if not 0 <= now - self.base <= U64_MAX:
             # The clean-up needs `now` on the program's clock: move the clock before
@@ -579,20 +587,62 @@ class KernelReplay:
             # lifetime tells apart the same; what counts as clamped is what survives.
             clamped = self._rebase(now - TIME_MARGIN)
         base = self.base
-        events = self.cleanup.run(now - base, base)
+        pressure = self.pressure
+        cleanup = self.cleanup
+        events = cleanup.run(now - base, base, pressure.sampling_scale, pressure.timeout_divisor)
         if any(libbpf.map_lookup(fd, key, value) for fd, key, value in clamped):
             self.clamped = True
+        # The occupancy the packets left, before this clean-up (Engine.expire).
+        return events + self._after_cleanup(now, cleanup.timestamp_entries, cleanup.flow_entries)
+
+    def _after_cleanup(self, now: int, timestamp_entries: int, flow_entries: int) -> list[Event]:
+        """Engine.expire's last step: the pressure monitor's decisions and statistics;
+        a new sampling scale goes to the program."""
+        pressure = self.pressure
+        scale = pressure.sampling_scale
+        events = pressure.at_cleanup(
+            now, timestamp_entries, flow_entries, self.counters, self.totals
+        )
+        if pressure.sampling_scale != scale:
+            self.program.set_sampling_scale(pressure.sampling_scale)
         return events
+
+    def _occupancy(self) -> tuple[int, int]:
+        """Entries of the timestamp and flow tables."""
+        program = self.program
+        timestamps, _ = libbpf.map_lookup_batch(
+            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
+        )
+        flows, _ = libbpf.map_lookup_batch(
+            program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+        )
+        return len(timestamps), len(flows)
+
+    def totals(self) -> Counters:
+        """Everything counted so far, in the kernel and here."""
+        totals = Counters()
+        self._add_counts(totals)
+        return totals
+
+    def _add_counts(self, counters: Counters) -> int:
+        """Add the kernel's and this replay's counts to `counters`; returns the events
+        the ring buffer lost."""
+        lost = self.program.add_counters(counters)
+        own = self.counters
+        counters.packets += own.packets
+        for reason, count in own.skipped.items():
+            counters.skip(reason, count)
+        counters.timestamps_expired += self.cleanup.timestamps_expired
+        counters.flows_expired += self.cleanup.flows_expired
+        for name in ("sampling_raised", "sampling_relaxed", "timeout_shortened",
+                     "timeout_restored"):  # fmt: skip
+            setattr(counters, name, getattr(counters, name) + getattr(own, name))
+        return lost
 
     def finish(self, counters: Counters, check: bool = True) -> None:
         """Add everything counted (kernel and here) to `counters`; with `check`, fail
         if the ring buffer lost events."""
-        lost = self.program.add_counters(counters)
-        counters.packets += self.counters.packets
-        for reason, count in self.counters.skipped.items():
-            counters.skip(reason, count)
-        counters.timestamps_expired += self.cleanup.timestamps_expired
-        counters.flows_expired += self.cleanup.flows_expired
+        lost = self._add_counts(counters)
         if lost and check:
             raise KernelError(f"failed to replay: {lost} events lost (ring buffer full)")
 

@@ -11,7 +11,9 @@ nanoseconds (timestamps since the Unix epoch), RTT counters are integers and
 
 Flow events carry `flow_event`, `reason` and `triggered_by` after the common fields,
 map-full events `map_full` ("timestamps" or "flows"), and the counters summary is
-`{"summary":{...},"final":true}`, the last record of the output.
+`{"summary":{...},"final":true}`, the last record of the output. Pressure changes
+are `{"timestamp":...,"pressure":"sampling_raised",...}` and statistics records
+`{"timestamp":...,"statistics":{...},"final":false}` (docs/output-formats.md).
 
 The `json` array is written one element per line: `[` before the first record,
 `,` before every later one, `]` on its own line at the end. Every line is complete
@@ -28,6 +30,7 @@ with json.dumps anyway.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 from ..events import (
     AggregateEvent,
@@ -37,7 +40,9 @@ from ..events import (
     Flow,
     FlowEvent,
     MapFullEvent,
+    PressureEvent,
     RttEvent,
+    StatsEvent,
     Table,
     TrafficCounts,
 )
@@ -118,6 +123,32 @@ def aggregate_header_record(event: AggregateHeader) -> str:
     )
 
 
+def pressure_record(event: PressureEvent) -> str:
+    return json.dumps(
+        {
+            "timestamp": event.timestamp,
+            "pressure": event.change.name.lower(),
+            "table": TABLE_NAMES.get(event.table, str(int(event.table))),
+            "entries": event.entries,
+            "capacity": event.capacity,
+            "sampling_scale": event.sampling_scale,
+            "rate_limit": event.rate_limit_ns,
+            "timeout_divisor": event.timeout_divisor,
+            "flow_timeout": event.flow_timeout_ns,
+        },
+        separators=(",", ":"),
+    )
+
+
+def stats_record(event: StatsEvent) -> str:
+    fields = asdict(event)
+    timestamp, final = fields.pop("timestamp"), fields.pop("final")
+    fields["rate_limit"] = fields.pop("rate_limit_ns")
+    fields["flow_timeout"] = fields.pop("flow_timeout_ns")
+    record = {"timestamp": timestamp, "statistics": fields, "final": final}
+    return json.dumps(record, separators=(",", ":"))
+
+
 def summary_record(counters: Counters, final: bool) -> str:
     return json.dumps({"summary": counters.as_dict(), "final": final}, separators=(",", ":"))
 
@@ -159,6 +190,10 @@ class JsonLinesSink:
             return aggregate_record(event)
         if isinstance(event, AggregateHeader):
             return aggregate_header_record(event)
+        if isinstance(event, PressureEvent):
+            return pressure_record(event)
+        if isinstance(event, StatsEvent):
+            return stats_record(event)
         fields = self._flow_json.get(event.flow) or self._fields(event.flow)
         if type(event) is FlowEvent:
             return (

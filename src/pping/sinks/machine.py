@@ -14,7 +14,8 @@ docs/output-formats.md for how closely they follow hers):
   flow (`rec_bytes` minus its value at that sample).
 
 Flow events are not part of the format (they only drop the per-flow state); map-full
-warnings and the counters summary go to the error stream.
+warnings, pressure changes, statistics records and the counters summary go to the
+error stream.
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..events import Event, Flow, FlowEvent, FlowEventType, MapFullEvent, RttEvent
+from ..events import (
+    Event,
+    Flow,
+    FlowEvent,
+    FlowEventType,
+    MapFullEvent,
+    PressureEvent,
+    RttEvent,
+    StatsEvent,
+)
 from .columnar import U64, RttColumns, digits, fixed6, integers, render, seconds_and_fraction
 from .output import TextStream, write_ascii
 from .standard import FLOW_CACHE_LIMIT, NS_PER_S, TextSink
@@ -87,6 +97,8 @@ class MachineSink(TextSink):
                 self._state.pop(event.flow.reversed(), None)
         elif type(event) is MapFullEvent:
             self._warn(event)
+        elif type(event) is PressureEvent or type(event) is StatsEvent:
+            self._note(event)
 
     def write_rtt_batch(self, columns: RttColumns) -> None:
         """The lines `write` prints for these RTT events, built with numpy."""

@@ -5,12 +5,13 @@
 
 All three numbers are exact decimal seconds with nine fractional digits (whole
 nanoseconds). Flow events are not part of the format and are dropped; map-full
-warnings and the counters summary go to the error stream.
+warnings, pressure changes, statistics records and the counters summary go to the
+error stream.
 """
 
 from __future__ import annotations
 
-from ..events import Event, MapFullEvent, RttEvent
+from ..events import Event, MapFullEvent, PressureEvent, RttEvent, StatsEvent
 from .columnar import Bytes2D, RttColumns, digits, integers, render, seconds_and_fraction
 from .output import write_ascii
 from .standard import NS_PER_S, TextSink
@@ -39,6 +40,8 @@ class PpvizSink(TextSink):
             )
         elif type(event) is MapFullEvent:
             self._warn(event)
+        elif type(event) is PressureEvent or type(event) is StatsEvent:
+            self._note(event)
 
     def write_rtt_batch(self, columns: RttColumns) -> None:
         """The lines `write` prints for these RTT events, built with numpy."""

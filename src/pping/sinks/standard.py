@@ -1,9 +1,12 @@
 """The human-readable line format (ePPing's "standard" format), and text helpers
-shared by the other sinks: time of day, flow text, map-full warnings and the
-counters summary written to the error stream.
+shared by the other sinks: time of day, flow text, map-full warnings, pressure and
+statistics lines, and the counters summary written to the error stream.
 
     17:32:36.559578291 14.4563 ms 0.030275 ms TCP 198.18.0.2:5201+198.18.0.1:41356
     17:32:36.101000000 TCP 198.18.0.2:5201+198.18.0.1:41356 opening due to SYN-ACK from dest
+    17:32:37.000000000 Pressure: sampling interval raised to 200 ms (x2), timestamp table \
+at 93% (952 of 1024)
+    17:32:38.000000000 Statistics: 5120 packets, 310 RTT events; timestamps 340 created, ...
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from ..events import (
     FlowEvent,
     FlowEventType,
     MapFullEvent,
+    PressureChange,
+    PressureEvent,
     RttEvent,
+    StatsEvent,
     Table,
 )
 from .columnar import (
@@ -107,6 +113,58 @@ def map_full_warning(clock: ClockText, event: MapFullEvent) -> str:
     return f"{when} Warning: Unable to create {what} entry for flow {event.flow}\n"
 
 
+PRESSURE_NAMES = {
+    PressureChange.SAMPLING_RAISED: "sampling interval raised",
+    PressureChange.SAMPLING_RELAXED: "sampling interval relaxed",
+    PressureChange.TIMEOUT_SHORTENED: "flow timeout shortened",
+    PressureChange.TIMEOUT_RESTORED: "flow timeout restored",
+}
+TABLE_NAMES_TEXT = {Table.TIMESTAMPS: "timestamp table", Table.FLOWS: "flow table"}
+
+
+def _percent(entries: int, capacity: int) -> int:
+    return entries * 100 // capacity if capacity else 0
+
+
+def _sampling_text(rate_limit_ns: int, scale: int) -> str:
+    return f"{rate_limit_ns / NS_PER_MS:g} ms (x{scale})"
+
+
+def _timeout_text(flow_timeout_ns: int, divisor: int) -> str:
+    return f"{flow_timeout_ns / NS_PER_S:g} s (/{divisor})"
+
+
+def pressure_line(clock: ClockText, event: PressureEvent) -> str:
+    """A pressure change as one line (with the trailing newline)."""
+    what = PRESSURE_NAMES.get(event.change, "setting changed")
+    if event.table == Table.TIMESTAMPS:
+        value = _sampling_text(event.rate_limit_ns, event.sampling_scale)
+    else:
+        value = _timeout_text(event.flow_timeout_ns, event.timeout_divisor)
+    table = TABLE_NAMES_TEXT.get(event.table, "table")
+    return (
+        f"{clock(event.timestamp)} Pressure: {what} to {value}, {table} at "
+        f"{_percent(event.entries, event.capacity)}% ({event.entries} of {event.capacity})\n"
+    )
+
+
+def stats_line(clock: ClockText, event: StatsEvent) -> str:
+    """A statistics record as one line (with the trailing newline)."""
+    e = event
+    title = "Final statistics" if e.final else "Statistics"
+    return (
+        f"{clock(e.timestamp)} {title}: {e.packets} packets, {e.rtt_events} RTT events; "
+        f"timestamps {e.timestamps_created} created, {e.timestamps_matched} matched, "
+        f"{e.timestamps_expired} expired, {e.timestamps_table_full} refused (table full), "
+        f"{e.timestamps_capped} refused (cap); timestamp table {e.timestamp_entries} of "
+        f"{e.max_timestamps} ({_percent(e.timestamp_entries, e.max_timestamps)}%); "
+        f"flows {e.flows_created} created, flow table {e.flow_entries} of {e.max_flows} "
+        f"({_percent(e.flow_entries, e.max_flows)}%); sampling interval "
+        f"{_sampling_text(e.rate_limit_ns, e.sampling_scale)}, flow timeout "
+        f"{_timeout_text(e.flow_timeout_ns, e.timeout_divisor)}\n"
+    )
+
+
 def counters_text(counters: Counters, final: bool) -> str:
     """A short multi-line summary of the data path's counters, for the error stream."""
     c = counters
@@ -121,11 +179,18 @@ def counters_text(counters: Counters, final: bool) -> str:
     lines.append(
         f"  timestamps: {c.timestamps_created} created, {c.timestamps_matched} matched, "
         f"{c.timestamps_expired} expired, {c.timestamps_table_full} refused (table full)"
+        + (f", {c.timestamps_capped} refused (cap)" if c.timestamps_capped else "")
     )
     lines.append(
         f"  flows:      {c.flows_created} created, {c.flows_closed} closed, "
         f"{c.flows_expired} expired, {c.flows_table_full} refused (table full)"
     )
+    changes = c.sampling_raised + c.sampling_relaxed + c.timeout_shortened + c.timeout_restored
+    if changes:
+        lines.append(
+            f"  pressure:   sampling raised {c.sampling_raised}, relaxed {c.sampling_relaxed}; "
+            f"flow timeout shortened {c.timeout_shortened}, restored {c.timeout_restored}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -181,6 +246,17 @@ class TextSink:
     def _warn(self, event: MapFullEvent) -> None:
         self._err.write(map_full_warning(self._clock, event))
 
+    def _note(self, event: PressureEvent | StatsEvent) -> None:
+        """Pressure and statistics lines: on the error stream, beside the warnings
+        (the RTT-only formats have no place for them in their output)."""
+        self._err.write(self._note_line(event))
+
+    def _note_line(self, event: PressureEvent | StatsEvent) -> str:
+        if type(event) is PressureEvent:
+            return pressure_line(self._clock, event)
+        assert type(event) is StatsEvent
+        return stats_line(self._clock, event)
+
     def write_counters(self, counters: Counters, final: bool) -> None:
         self._err.write(counters_text(counters, final))
 
@@ -215,6 +291,8 @@ class StandardSink(TextSink):
             )
         elif type(event) is MapFullEvent:
             self._warn(event)
+        elif type(event) is PressureEvent or type(event) is StatsEvent:
+            self._out.write(self._note_line(event))
         elif type(event) is AggregateEvent:
             self._out.write(aggregate_text(self._clock, event))
         elif type(event) is AggregateHeader:

@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TextIO
 
+import numpy as np
+
 from ..config import (
     MAP_FULL_WARN_INTERVAL_NS,
     NS_PER_S,
@@ -49,6 +51,7 @@ from ..events import (
     Counters,
     Event,
     MapFullEvent,
+    StatsEvent,
 )
 from ..kernel import abi, libbpf
 from ..kernel.aggregate import KernelAggregates, wait_for_programs
@@ -56,6 +59,7 @@ from ..kernel.attach import Attachment, attach, attach_mode, interface_exists, i
 from ..kernel.batch import EventBatch, EventBuilder, read_batch
 from ..kernel.cleanup import KernelCleanup
 from ..kernel.program import PpingProgram
+from ..pressure import PressureMonitor
 from ..sinks import Sink
 
 # 16 MiB: 131072 RTT events (128 bytes in the ring each), 0.13 s at 1M events/s, of
@@ -151,6 +155,56 @@ def clock_offset() -> int:
     return best
 
 
+# -- clean-up ------------------------------------------------------------------------
+
+
+class LiveCleanup(KernelCleanup):
+    """The kernel's clean-up (kernel/cleanup.py: every decision on the live entry, next
+    to its deletion), with the lifetimes the pressure monitor (pressure.py) has set;
+    then the monitor decides from the occupancy the clean-up found (before removing, as
+    Engine.expire) and a new sampling scale is written to the program's `sampling`
+    global.
+
+    Times are the program's clock (CLOCK_MONOTONIC ns); `time_base` is added to the
+    times of the events returned.
+    """
+
+    def __init__(self, program: PpingProgram, totals: Callable[[], Counters] = Counters) -> None:
+        super().__init__(program)
+        self.pressure = PressureMonitor(program.config)
+        # The pressure monitor's counts (sampling_raised, ...); `totals` gives every
+        # count of the monitoring, for the statistics records.
+        self.pressure_counts = Counters()
+        self.totals = totals
+
+    def run_and_adapt(self, now: int, time_base: int = 0) -> list[Event]:
+        """One clean-up tick: the clean-up, then the pressure monitor's decisions."""
+        pressure = self.pressure
+        scale = pressure.sampling_scale
+        events = self.run(now, time_base, scale, pressure.timeout_divisor)
+        events += pressure.at_cleanup(
+            now + time_base,
+            self.timestamp_entries,
+            self.flow_entries,
+            self.pressure_counts,
+            self.totals,
+        )
+        if pressure.sampling_scale != scale:
+            self.program.set_sampling_scale(pressure.sampling_scale)
+        return events
+
+    def final_statistics(self, when: int) -> StatsEvent:
+        """The statistics record at the end of monitoring (at time `when`)."""
+        program = self.program
+        timestamps, _ = libbpf.map_lookup_batch(
+            program.timestamps_fd, abi.TIMESTAMP_KEY_DTYPE, np.dtype(np.uint64)
+        )
+        flows, _ = libbpf.map_lookup_batch(
+            program.flows_fd, abi.FLOW_KEY_DTYPE, abi.DUAL_FLOW_DTYPE
+        )
+        return self.pressure.statistics(when, True, self.totals(), len(timestamps), len(flows))
+
+
 # -- the monitor ---------------------------------------------------------------------
 
 
@@ -179,7 +233,7 @@ class LiveMonitor:
         chosen = attach_mode() if mode is None else mode
         self.attachments: list[Attachment] = []
         self.program: PpingProgram | None = None
-        self.cleanup: KernelCleanup | None = None
+        self.cleanup: LiveCleanup | None = None
         self.time_base = clock_offset()
         self._map_full_last: dict[int, int] = {}
         self._events = EventBuilder()  # ring buffer records -> events (flow cache)
@@ -204,7 +258,7 @@ class LiveMonitor:
                 if "Operation not permitted" in str(error):
                     raise privilege_error(list(self.interfaces.values())) from None
                 raise
-            self.cleanup = KernelCleanup(self.program)
+            self.cleanup = LiveCleanup(self.program, self.counters)
             self.aggregates = (
                 KernelAggregates(self.program, aggregate, synchronize=wait_for_programs)
                 if aggregate is not None
@@ -234,6 +288,11 @@ class LiveMonitor:
         if self.cleanup is not None:
             counters.timestamps_expired = self.cleanup.timestamps_expired
             counters.flows_expired = self.cleanup.flows_expired
+            own = self.cleanup.pressure_counts
+            counters.sampling_raised = own.sampling_raised
+            counters.sampling_relaxed = own.sampling_relaxed
+            counters.timeout_shortened = own.timeout_shortened
+            counters.timeout_restored = own.timeout_restored
         return counters
 
     def lost_events(self) -> int:
@@ -355,7 +414,7 @@ class LiveMonitor:
                 now = time.monotonic_ns()
                 if next_cleanup is not None and now >= next_cleanup:
                     assert self.cleanup is not None
-                    for event in self.cleanup.run(now, self.time_base):
+                    for event in self.cleanup.run_and_adapt(now, self.time_base):
                         self._emit(sink, event)
                     now = time.monotonic_ns()
                     next_cleanup = now + interval
@@ -389,6 +448,8 @@ class LiveMonitor:
             # The partial interval too: what was gathered is never lost.
             self._aggregate_report(sink, time.monotonic_ns(), time.monotonic_ns())
         self._report_lost()
+        if self.config.stats_interval_ns and self.cleanup is not None:
+            sink.write(self.cleanup.final_statistics(time.monotonic_ns() + self.time_base))
         if self._gone is not None:
             raise InterfaceGone(f"interface {self._gone} disappeared; stopping")
 
