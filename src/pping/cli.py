@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--adaptive",
         action="store_true",
         help="adapt to full tables: sample less often while the timestamp table is above "
-        "the high-water mark, shorten flow timeouts while the flow table is",
+        "the high-water mark, shorten flow timeouts while the flow table is above it",
     )
     pressure.add_argument(
         "--high-water",
