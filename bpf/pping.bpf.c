@@ -856,6 +856,37 @@ static __always_inline void send_flow_event(const struct flow_key *flow, __u64 n
 }
 
 /*
+ * The number of entries of a hash map (kernel >= 6.6). libbpf checks the
+ * prototype against the kernel's: `struct bpf_map` must be a struct there, not
+ * a forward declaration; its members do not matter.
+ */
+struct bpf_map {
+	int unused;
+};
+extern __s64 bpf_map_sum_elem_count(const struct bpf_map *map) __ksym;
+
+static __always_inline __u32 entries_of(void *map)
+{
+	__s64 count = bpf_map_sum_elem_count(map);
+
+	return count > 0 ? count : 0;
+}
+
+/*
+ * Growing tables (docs/sampling.md): the map is created at its cap, and a table
+ * holding the capacity in force refuses a new entry as a full map would (-E2BIG).
+ * Without config.grow_tables the verifier drops the test: no cost. Two CPUs may
+ * pass the test together at capacity - 1; the map's own size (the cap) still holds.
+ */
+static __always_inline long insert_entry(void *map, __u32 capacity, const void *key,
+					 const void *value)
+{
+	if (config.grow_tables && entries_of(map) >= capacity)
+		return -7;	/* E2BIG */
+	return bpf_map_update_elem(map, key, value, BPF_NOEXIST);
+}
+
+/*
  * A table refused an entry: one map-full event per table and second (the
  * engine's _warn_full). Racing CPUs may both emit one; that is harmless.
  */
@@ -1128,7 +1159,7 @@ static __always_inline struct dual_flow *lookup_or_create_flow(const struct flow
 		count(COUNTER_FLOWS_CREATED);
 		return dual;
 	}
-	err = bpf_map_update_elem(&flows, key, &empty_flow, BPF_NOEXIST);
+	err = insert_entry(&flows, sampling.max_flows, key, &empty_flow);
 	if (err == -7 /* E2BIG: the table is full */) {
 		count(COUNTER_FLOWS_TABLE_FULL);
 		warn_full(TABLE_FLOWS, info, now);
@@ -1198,7 +1229,7 @@ static __always_inline void timestamp_packet(void *ctx, struct flow_state *s,
 		count(COUNTER_TIMESTAMPS_CAPPED);
 		return;
 	}
-	err = bpf_map_update_elem(&timestamps, &ts_key, &now, BPF_NOEXIST);
+	err = insert_entry(&timestamps, sampling.max_timestamps, &ts_key, &now);
 	if (err == -7 /* E2BIG */) {
 		count(COUNTER_TIMESTAMPS_TABLE_FULL);
 		warn_full(TABLE_TIMESTAMPS, info, now);
@@ -1581,23 +1612,6 @@ static long expire_flow(void *map, struct flow_key *key, struct dual_flow *dual,
 	out->timed_out = timed_out;
 	w->flows_expired = index + 1;
 	return 0;
-}
-
-/*
- * The number of entries of a hash map (kernel >= 6.6). libbpf checks the
- * prototype against the kernel's: `struct bpf_map` must be a struct there, not
- * a forward declaration; its members do not matter.
- */
-struct bpf_map {
-	int unused;
-};
-extern __s64 bpf_map_sum_elem_count(const struct bpf_map *map) __ksym;
-
-static __always_inline __u32 entries_of(void *map)
-{
-	__s64 count = bpf_map_sum_elem_count(map);
-
-	return count > 0 ? count : 0;
 }
 
 /*

@@ -38,20 +38,26 @@ struct pping_config {
 	__u32 agg_ipv4_mask;	/* host order */
 	__u8 aggregate;
 	__u8 agg_by_dst;	/* --aggregate-reverse: RTTs to the reply's destination */
-	__u8 reserved3[2];
+	__u8 grow_tables;	/* --max-*-cap: the capacities in force are in `sampling` */
+	__u8 reserved3;
 	__u32 max_outstanding;	/* timestamps one direction may hold; 0: no cap */
 	__u32 reserved4;
 };
 
 /*
- * The sampling interval in force: the global `sampling`, alone in its data
- * section ".data.sampling" (writable, unlike the config), rewritten whole by
- * user space when the pressure controller (src/pping/pressure.py) changes the
- * scale at a clean-up. Both fields are the configured values times the scale.
+ * The limits in force: the global `sampling`, alone in its data section
+ * ".data.sampling" (writable, unlike the config), rewritten whole by user space
+ * when the pressure controller (src/pping/pressure.py) changes the scale or
+ * grows a table at a clean-up. The first two fields are the configured values
+ * times the scale. With config.grow_tables the maps are created at their caps
+ * and the last two fields are the capacities in force: a table at its capacity
+ * refuses new entries as a full map would.
  */
 struct pping_sampling {
 	__u64 rate_limit;	/* static interval per direction, ns (saturated) */
 	__u64 rtt_rate;		/* -R as 16.16 fixed point (modulo 2^64) */
+	__u32 max_timestamps;	/* timestamp entries allowed now (grow_tables) */
+	__u32 max_flows;	/* flow entries allowed now (grow_tables) */
 };
 
 /* Connection states of one direction (engine.py: EMPTY, WAITOPEN, OPEN, CLOSED). */

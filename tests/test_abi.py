@@ -178,6 +178,8 @@ def test_counter_reasons_are_the_parsers_and_engines() -> None:
         "sampling_relaxed",
         "timeout_shortened",
         "timeout_restored",
+        "timestamps_grown",
+        "flows_grown",
     }
 
 

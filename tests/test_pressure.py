@@ -481,7 +481,7 @@ def test_four_thousand_flows_on_a_small_table(adaptive: bool) -> None:
 # -- output ----------------------------------------------------------------------------------
 
 
-PRESSURE = PressureEvent(T0 + S, RAISED, Table.TIMESTAMPS, 952, 1024, 2, 200 * MS, 1, 300 * S)
+PRESSURE = PressureEvent(T0 + S, RAISED, Table.TIMESTAMPS, 952, 1024, 2, 200 * MS, 1, 300 * S, 1024)
 STATS = StatsEvent(T0 + 2 * S, False, 5120, 340, 300, 20, 7, 3, 50, 300, 20, 1024, 48, 4096,
                    2, 200 * MS, 4, 75 * S)  # fmt: skip
 
@@ -526,7 +526,7 @@ def test_json_records(fmt: str) -> None:
     assert records[0] == {
         "timestamp": T0 + S, "pressure": "sampling_raised", "table": "timestamps",
         "entries": 952, "capacity": 1024, "sampling_scale": 2, "rate_limit": 200 * MS,
-        "timeout_divisor": 1, "flow_timeout": 300 * S,
+        "timeout_divisor": 1, "flow_timeout": 300 * S, "grown_to": 1024,
     }  # fmt: skip
     assert records[1]["final"] is False and records[1]["timestamp"] == T0 + 2 * S
     assert records[1]["statistics"] == {

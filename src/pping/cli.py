@@ -191,11 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
         "the high-water mark, shorten flow timeouts while the flow table is above it",
     )
     pressure.add_argument(
+        "--max-timestamps-cap",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="grow the timestamp table (from --max-timestamps) by doubling while it is "
+        "above the high-water mark, up to N entries (default 0: never grows)",
+    )
+    pressure.add_argument(
+        "--max-flows-cap",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="grow the flow table (from --max-flows) the same way, up to N entries "
+        "(default 0: never grows)",
+    )
+    pressure.add_argument(
         "--high-water",
         type=_positive_int,
         default=DEFAULT_HIGH_WATER,
         metavar="PCT",
-        help=f"--adaptive: table occupancy that triggers a step (default {DEFAULT_HIGH_WATER})",
+        help="--adaptive, --max-*-cap: table occupancy that triggers a step or growth "
+        f"(default {DEFAULT_HIGH_WATER})",
     )
     pressure.add_argument(
         "--low-water",
@@ -339,6 +356,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         burst_window_ns=round(args.burst_window * NS_PER_MS),
         max_outstanding=args.max_outstanding,
         adaptive=args.adaptive,
+        max_timestamps_cap=args.max_timestamps_cap,
+        max_flows_cap=args.max_flows_cap,
         high_water=args.high_water,
         low_water=args.low_water,
         stats_interval_ns=round(args.stats_interval * NS_PER_S),

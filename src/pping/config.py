@@ -77,6 +77,8 @@ def default_max_outstanding(max_timestamps: int) -> int:
 
 # Bursts (docs/sampling.md): the seed design's example is a few packets within 4 ms.
 DEFAULT_BURST_WINDOW_NS = 4 * NS_PER_MS
+# The kernel keeps the capacities in force in 32 bits (struct pping_sampling).
+MAX_TABLE_ENTRIES = 0xFFFFFFFF
 MAX_BURST_PACKETS = 255  # the kernel keeps the packets left in one byte
 
 
@@ -94,6 +96,11 @@ class Config:
     include_local: bool = False
     max_timestamps: int = DEFAULT_MAX_TIMESTAMPS
     max_flows: int = DEFAULT_MAX_FLOWS
+    # Growing tables: the sizes above are where each table starts; at a clean-up that
+    # finds one at or above the high-water mark it doubles, up to its cap. 0: no cap,
+    # the table keeps its size.
+    max_timestamps_cap: int = 0
+    max_flows_cap: int = 0
     # None: default_max_outstanding(max_timestamps); 0: no cap.
     max_outstanding: int | None = None
     adaptive: bool = False
@@ -114,6 +121,16 @@ class Config:
             raise OptionsError("nothing to track: enable --tcp and/or --icmp")
         if self.max_timestamps < 1 or self.max_flows < 1:
             raise OptionsError("table sizes must be at least 1")
+        for cap, size, option in (
+            (self.max_timestamps_cap, self.max_timestamps, "--max-timestamps"),
+            (self.max_flows_cap, self.max_flows, "--max-flows"),
+        ):
+            if cap and cap < size:
+                raise OptionsError(f"{option}-cap must be 0 or at least {option} ({size})")
+            if cap > MAX_TABLE_ENTRIES:
+                raise OptionsError(f"{option}-cap must be at most {MAX_TABLE_ENTRIES}")
+        if self.grows and not self.cleanup_interval_ns:
+            raise OptionsError("growing tables (--max-*-cap) need the clean-up (-c above 0)")
         if not 0 <= self.burst_packets <= MAX_BURST_PACKETS:
             raise OptionsError(f"--burst must be between 0 and {MAX_BURST_PACKETS}")
         if self.burst_window_ns < 1:
@@ -128,6 +145,21 @@ class Config:
             raise OptionsError("--stats-interval needs the clean-up (-c above 0)")
         if self.adaptive and not self.cleanup_interval_ns:
             raise OptionsError("--adaptive needs the clean-up (-c above 0)")
+
+    @property
+    def timestamps_limit(self) -> int:
+        """The most entries the timestamp table may ever hold (its cap, or its size)."""
+        return max(self.max_timestamps, self.max_timestamps_cap)
+
+    @property
+    def flows_limit(self) -> int:
+        """The most entries the flow table may ever hold (its cap, or its size)."""
+        return max(self.max_flows, self.max_flows_cap)
+
+    @property
+    def grows(self) -> bool:
+        """Whether a table may grow past its starting size."""
+        return self.timestamps_limit > self.max_timestamps or self.flows_limit > self.max_flows
 
     @property
     def outstanding_cap(self) -> int:

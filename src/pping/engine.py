@@ -388,7 +388,7 @@ class Engine:
         closing = info.event_type in (FlowEventType.CLOSING, FlowEventType.CLOSING_BOTH)
         if not info.pid_valid or closing:
             return None
-        if len(self.flows) >= self.config.max_flows:
+        if len(self.flows) >= self.pressure.max_flows:
             self.counters.flows_table_full += 1
             self._warn_full(Table.FLOWS, info, now, events)
             return None
@@ -445,7 +445,7 @@ class Engine:
         ):
             self.counters.timestamps_capped += 1  # fairness: this direction holds its share
             return
-        if existing is None and len(timestamps) >= self.config.max_timestamps:
+        if existing is None and len(timestamps) >= self.pressure.max_timestamps:
             self.counters.timestamps_table_full += 1
             self._warn_full(Table.TIMESTAMPS, info, now, events)
             return

@@ -162,6 +162,8 @@ class PressureChange(enum.IntEnum):
     SAMPLING_RELAXED = 2  # ... below the low-water mark: back towards the configured
     TIMEOUT_SHORTENED = 3  # the flow table is above the high-water mark
     TIMEOUT_RESTORED = 4  # ... below the low-water mark
+    TIMESTAMPS_GROWN = 5  # the timestamp table is above the high-water mark, below its cap
+    FLOWS_GROWN = 6  # the flow table is above the high-water mark, below its cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +172,9 @@ class PressureEvent:
 
     `entries` of `capacity` is the occupancy of `table` that decided it; the other
     fields are the settings in force from now on: the sampling scale and the static
-    interval it gives (the configured one times the scale), and the divisor of the
-    flow lifetimes with the longest lifetime it gives.
+    interval it gives (the configured one times the scale), the divisor of the
+    flow lifetimes with the longest lifetime it gives, and the capacity of `table`
+    (`capacity` unless the table has just grown).
     """
 
     timestamp: int
@@ -183,13 +186,15 @@ class PressureEvent:
     rate_limit_ns: int
     timeout_divisor: int
     flow_timeout_ns: int
+    grown_to: int
 
 
 @dataclass(frozen=True, slots=True)
 class StatsEvent:
     """A statistics record (--stats-interval, and once at the end): counts since the
-    start, the occupancy of both tables and the settings in force. `final` marks the
-    record written at the end."""
+    start, the occupancy of both tables (of the capacities in force, which grow with
+    --max-*-cap) and the settings in force. `final` marks the record written at the
+    end."""
 
     timestamp: int
     final: bool
@@ -231,6 +236,8 @@ class Counters:
     sampling_relaxed: int = 0
     timeout_shortened: int = 0
     timeout_restored: int = 0
+    timestamps_grown: int = 0
+    flows_grown: int = 0
 
     def skip(self, reason: str, count: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + count
@@ -253,6 +260,8 @@ class Counters:
             "sampling_relaxed": self.sampling_relaxed,
             "timeout_shortened": self.timeout_shortened,
             "timeout_restored": self.timeout_restored,
+            "timestamps_grown": self.timestamps_grown,
+            "flows_grown": self.flows_grown,
         }
 
 

@@ -831,7 +831,7 @@ class _EngineView:
         directions = self.lookup(rows.tolist())
         # A direction is started only if its flow entry can be created: sure when the
         # table has room for every flow of the part.
-        if len(engine.flows) + flows > engine.config.max_flows:
+        if len(engine.flows) + flows > engine.pressure.max_flows:
             return [state(direction[0]) for direction in directions]
         return [
             state(direction[0], None if start_id < 0 else start_id)

@@ -21,13 +21,20 @@ lived with (what the clean-up then removes was holding room all the same):
 - below the low-water mark at RELAX_AFTER clean-ups in a row, a setting halves, back
   down to the configured value.
 
+Growing tables (`--max-timestamps-cap`, `--max-flows-cap`): a table at or above the
+high-water mark whose capacity is below its cap doubles its capacity (up to the cap)
+instead; only a table that cannot grow any more takes the steps above (with
+`--adaptive`). Growing is preferred: it keeps every sample and every flow, where the
+steps trade samples or idle flows for room. Capacities never shrink.
+
 Between the two marks nothing changes (hysteresis: a table that hovers around one
 mark does not make the settings flap). One step per clean-up: the effect of a change
 shows in the occupancy of the next clean-up before the next step is taken.
 
 `PressureController` is the pure decision (occupancy in, changes out).
 `PressureMonitor` wraps it for a data path: it turns the changes into events and
-counters, and writes the statistics records (`--stats-interval`), so that the engine,
+counters, keeps the capacities in force, and writes the statistics records
+(`--stats-interval`), so that the engine,
 the kernel replay and the live clean-up share one implementation and take the same
 decisions at the same moments.
 """
@@ -55,12 +62,24 @@ _COUNTER_OF = {
     PressureChange.SAMPLING_RELAXED: "sampling_relaxed",
     PressureChange.TIMEOUT_SHORTENED: "timeout_shortened",
     PressureChange.TIMEOUT_RESTORED: "timeout_restored",
+    PressureChange.TIMESTAMPS_GROWN: "timestamps_grown",
+    PressureChange.FLOWS_GROWN: "flows_grown",
 }
+_TIMESTAMP_CHANGES = (
+    PressureChange.SAMPLING_RAISED,
+    PressureChange.SAMPLING_RELAXED,
+    PressureChange.TIMESTAMPS_GROWN,
+)
 
 
 def at_or_above(entries: int, capacity: int, percent: int) -> bool:
     """entries / capacity >= percent / 100, in integers."""
     return entries * 100 >= percent * capacity
+
+
+def grown(capacity: int, cap: int) -> int:
+    """The capacity after one growth step: doubled, at most `cap`."""
+    return min(capacity * STEP, cap)
 
 
 @dataclass(slots=True)
@@ -85,10 +104,13 @@ class _Knob:
 
 class PressureController:
     """High/low water marks with hysteresis, for the sampling scale (timestamp table)
-    and the timeout divisor (flow table). Marks are percentages of a table's size.
+    and the timeout divisor (flow table), and growth of either table up to its cap.
+    Marks are percentages of a table's capacity in force.
 
     A table is *high* when its occupancy is at or above the high mark, *low* when it
-    is below the low mark. A step down needs RELAX_AFTER low updates in a row: a step
+    is below the low mark. A high table below its cap (`timestamp_cap`, `flow_cap`;
+    0: never grows) grows, and its setting does not step. Otherwise, with `adaptive`,
+    its setting steps up; a step down needs RELAX_AFTER low updates in a row: a step
     down doubles the demand at once (every flow whose interval has passed samples
     again), and the occupancy a clean-up finds is one moment of it.
     """
@@ -99,11 +121,18 @@ class PressureController:
         low_water: int,
         max_sampling_scale: int = MAX_SAMPLING_SCALE,
         max_timeout_divisor: int = MAX_TIMEOUT_DIVISOR,
+        *,
+        adaptive: bool = True,
+        timestamp_cap: int = 0,
+        flow_cap: int = 0,
     ) -> None:
         self.high_water = high_water
         self.low_water = low_water
-        self._sampling = _Knob(max_sampling_scale)
-        self._timeout = _Knob(max_timeout_divisor)
+        # Without --adaptive the settings never leave 1.
+        self._sampling = _Knob(max_sampling_scale if adaptive else 1)
+        self._timeout = _Knob(max_timeout_divisor if adaptive else 1)
+        self.timestamp_cap = timestamp_cap
+        self.flow_cap = flow_cap
 
     @property
     def sampling_scale(self) -> int:
@@ -120,23 +149,37 @@ class PressureController:
         flow_entries: int,
         max_flows: int,
     ) -> list[PressureChange]:
-        """One decision per table from its occupancy; returns what changed."""
+        """One decision per table from its occupancy of its capacity in force; returns
+        what changed (a GROWN change means: double that capacity, see `grown`)."""
         changes: list[PressureChange] = []
-        before = self._sampling.value
-        after = self._step(self._sampling, timestamp_entries, max_timestamps)
-        if after != before:
-            raised = after > before
-            changes.append(
-                PressureChange.SAMPLING_RAISED if raised else PressureChange.SAMPLING_RELAXED
-            )
-        before = self._timeout.value
-        after = self._step(self._timeout, flow_entries, max_flows)
-        if after != before:
-            shortened = after > before
-            changes.append(
-                PressureChange.TIMEOUT_SHORTENED if shortened else PressureChange.TIMEOUT_RESTORED
-            )
+        if self._grows(timestamp_entries, max_timestamps, self.timestamp_cap):
+            self._sampling.quiet = 0
+            changes.append(PressureChange.TIMESTAMPS_GROWN)
+        else:
+            before = self._sampling.value
+            after = self._step(self._sampling, timestamp_entries, max_timestamps)
+            if after != before:
+                raised = after > before
+                changes.append(
+                    PressureChange.SAMPLING_RAISED if raised else PressureChange.SAMPLING_RELAXED
+                )
+        if self._grows(flow_entries, max_flows, self.flow_cap):
+            self._timeout.quiet = 0
+            changes.append(PressureChange.FLOWS_GROWN)
+        else:
+            before = self._timeout.value
+            after = self._step(self._timeout, flow_entries, max_flows)
+            if after != before:
+                shortened = after > before
+                changes.append(
+                    PressureChange.TIMEOUT_SHORTENED
+                    if shortened
+                    else PressureChange.TIMEOUT_RESTORED
+                )
         return changes
+
+    def _grows(self, entries: int, capacity: int, cap: int) -> bool:
+        return capacity < cap and at_or_above(entries, capacity, self.high_water)
 
     def _step(self, knob: _Knob, entries: int, capacity: int) -> int:
         high = at_or_above(entries, capacity, self.high_water)
@@ -148,15 +191,26 @@ class PressureMonitor:
     """The clean-up's pressure and statistics duties for one data path.
 
     The data path calls `at_cleanup` after each clean-up with the occupancy it found, and
-    applies `sampling_scale` (to its rate limits) and `timeout_divisor` (to
-    `config.direction_is_old`) from then on.
+    applies `sampling_scale` (to its rate limits), `timeout_divisor` (to
+    `config.direction_is_old`) and the capacities `max_timestamps` and `max_flows` (the
+    occupancy at which a table refuses new entries) from then on.
     """
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.controller = (
-            PressureController(config.high_water, config.low_water) if config.adaptive else None
+            PressureController(
+                config.high_water,
+                config.low_water,
+                adaptive=config.adaptive,
+                timestamp_cap=config.max_timestamps_cap,
+                flow_cap=config.max_flows_cap,
+            )
+            if config.adaptive or config.grows
+            else None
         )
+        self.max_timestamps = config.max_timestamps
+        self.max_flows = config.max_flows
         self._stats_due: int | None = None
 
     @property
@@ -166,6 +220,12 @@ class PressureMonitor:
     @property
     def timeout_divisor(self) -> int:
         return self.controller.timeout_divisor if self.controller is not None else 1
+
+    @property
+    def limits(self) -> tuple[int, int, int]:
+        """What a data path applies after a clean-up: the sampling scale and the
+        capacities of the timestamp and flow tables."""
+        return (self.sampling_scale, self.max_timestamps, self.max_flows)
 
     @property
     def rate_limit_ns(self) -> int:
@@ -189,26 +249,31 @@ class PressureMonitor:
         (each also counted in `counters`), then a statistics record if one is due
         (its counts from `totals()`, which must include `counters`)."""
         events: list[Event] = []
-        config = self.config
         if self.controller is not None:
             for change in self.controller.update(
-                timestamp_entries, config.max_timestamps, flow_entries, config.max_flows
+                timestamp_entries, self.max_timestamps, flow_entries, self.max_flows
             ):  # fmt: skip
                 name = _COUNTER_OF[change]
                 setattr(counters, name, getattr(counters, name) + 1)
-                events.append(self._event(now, change, timestamp_entries, flow_entries))
+                events.append(self._apply(now, change, timestamp_entries, flow_entries))
         if self._stats_due_at(now):
             events.append(self.statistics(now, False, totals(), timestamp_entries, flow_entries))
         return events
 
-    def _event(
+    def _apply(
         self, now: int, change: PressureChange, timestamp_entries: int, flow_entries: int
     ) -> PressureEvent:
-        config = self.config
-        if change in (PressureChange.SAMPLING_RAISED, PressureChange.SAMPLING_RELAXED):
-            table, entries, capacity = Table.TIMESTAMPS, timestamp_entries, config.max_timestamps
+        """Apply a growth to the capacities; the event that reports `change`."""
+        if change in _TIMESTAMP_CHANGES:
+            table, entries, capacity = Table.TIMESTAMPS, timestamp_entries, self.max_timestamps
+            if change == PressureChange.TIMESTAMPS_GROWN:
+                self.max_timestamps = grown(capacity, self.config.max_timestamps_cap)
+            grown_to = self.max_timestamps
         else:
-            table, entries, capacity = Table.FLOWS, flow_entries, config.max_flows
+            table, entries, capacity = Table.FLOWS, flow_entries, self.max_flows
+            if change == PressureChange.FLOWS_GROWN:
+                self.max_flows = grown(capacity, self.config.max_flows_cap)
+            grown_to = self.max_flows
         return PressureEvent(
             timestamp=now,
             change=change,
@@ -219,6 +284,7 @@ class PressureMonitor:
             rate_limit_ns=self.rate_limit_ns,
             timeout_divisor=self.timeout_divisor,
             flow_timeout_ns=self.flow_timeout_ns,
+            grown_to=grown_to,
         )
 
     def _stats_due_at(self, now: int) -> bool:
@@ -250,9 +316,9 @@ class PressureMonitor:
             flows_created=c.flows_created,
             rtt_events=c.rtt_events,
             timestamp_entries=timestamp_entries,
-            max_timestamps=self.config.max_timestamps,
+            max_timestamps=self.max_timestamps,
             flow_entries=flow_entries,
-            max_flows=self.config.max_flows,
+            max_flows=self.max_flows,
             sampling_scale=self.sampling_scale,
             rate_limit_ns=self.rate_limit_ns,
             timeout_divisor=self.timeout_divisor,

@@ -55,7 +55,8 @@ class PpingConfig(ctypes.Structure):
         ("agg_ipv4_mask", U32),
         ("aggregate", U8),
         ("agg_by_dst", U8),
-        ("reserved3", U8 * 2),
+        ("grow_tables", U8),
+        ("reserved3", U8),
         ("max_outstanding", U32),
         ("reserved4", U32),
     ]
@@ -63,9 +64,15 @@ class PpingConfig(ctypes.Structure):
 
 class PpingSampling(ctypes.Structure):
     """struct pping_sampling (the `sampling` global in .data.sampling): the limits in
-    force, the configured ones times the pressure controller's scale."""
+    force, the configured ones times the pressure controller's scale, and the table
+    capacities it has grown to (read only with config.grow_tables)."""
 
-    _fields_ = [("rate_limit", U64), ("rtt_rate", U64)]
+    _fields_ = [
+        ("rate_limit", U64),
+        ("rtt_rate", U64),
+        ("max_timestamps", U32),
+        ("max_flows", U32),
+    ]
 
 
 class FlowKey(ctypes.Structure):

@@ -87,16 +87,21 @@ def config_struct(
         aggregate=int(aggregate is not None),
         agg_by_dst=int(aggregate is not None and aggregate.by_destination),
         max_outstanding=min(config.outstanding_cap, U32_MAX),
+        grow_tables=int(config.grows),
     )
 
 
-def sampling_struct(config: Config, scale: int) -> abi.PpingSampling:
-    """The limits in force at sampling scale `scale` (see struct pping_sampling): the
-    engine's `rate_limit_ns` (saturated, as config_struct does) and its -R multiplier
-    (modulo 2^64, as the engine multiplies)."""
+def sampling_struct(
+    config: Config, scale: int, max_timestamps: int, max_flows: int
+) -> abi.PpingSampling:
+    """The limits in force at sampling scale `scale` with the tables' capacities (see
+    struct pping_sampling): the engine's `rate_limit_ns` (saturated, as config_struct
+    does) and its -R multiplier (modulo 2^64, as the engine multiplies)."""
     return abi.PpingSampling(
         rate_limit=min(config.rate_limit_ns * scale, libbpf.U64_MAX),
         rtt_rate=(rtt_rate_fixpoint(config.rtt_rate) * scale) & libbpf.U64_MAX,
+        max_timestamps=max_timestamps,
+        max_flows=max_flows,
     )
 
 
@@ -160,12 +165,19 @@ class PpingProgram:
                     config, replay=replay, local_filter=local_filter, aggregate=aggregate
                 ),
             )
-            obj.write_variable(abi.MAP_SAMPLING, abi.SAMPLING_VARIABLE, sampling_struct(config, 1))
+            obj.write_variable(
+                abi.MAP_SAMPLING,
+                abi.SAMPLING_VARIABLE,
+                sampling_struct(config, 1, config.max_timestamps, config.max_flows),
+            )
             flows = obj.map(abi.MAP_FLOWS)
             timestamps = obj.map(abi.MAP_TIMESTAMPS)
-            flows.set_max_entries(config.max_flows)
-            timestamps.set_max_entries(config.max_timestamps)
-            if not preallocate:
+            # Growing tables: the maps have room for the caps from the start (no copy,
+            # no pause when a table grows); the program refuses entries beyond the
+            # capacity in force, and memory follows the entries (not preallocated).
+            flows.set_max_entries(config.flows_limit)
+            timestamps.set_max_entries(config.timestamps_limit)
+            if not preallocate or config.grows:
                 # Replay: allocate entries as they come instead of all at load time.
                 flows.add_flags(libbpf.BPF_F_NO_PREALLOC)
                 timestamps.add_flags(libbpf.BPF_F_NO_PREALLOC)
@@ -219,15 +231,17 @@ class PpingProgram:
         for table in range(abi.NR_TABLES):
             index[0] = table
             libbpf.map_update(self.warnings_fd, index, warning)
-        self.set_sampling_scale(1)
+        self.set_limits(1, self.config.max_timestamps, self.config.max_flows)
         if self.ring is not None:
             self.ring.read()
 
-    def set_sampling_scale(self, scale: int) -> None:
-        """Sample `scale` times less often than configured, from the next packet on
-        (the pressure controller's decision; Engine.set_sampling_scale)."""
+    def set_limits(self, scale: int, max_timestamps: int, max_flows: int) -> None:
+        """Sample `scale` times less often than configured, and let the tables hold
+        the given capacities (up to their caps), from the next packet on (the pressure
+        monitor's decisions; Engine.set_sampling_scale and the engine's capacities)."""
         zero = np.zeros(1, dtype=np.uint32)
-        libbpf.map_update(self.sampling_fd, zero, sampling_struct(self.config, scale))
+        limits = sampling_struct(self.config, scale, max_timestamps, max_flows)
+        libbpf.map_update(self.sampling_fd, zero, limits)
 
     def counter_values(self) -> list[int]:
         """Each counter of enum pping_counter, summed over the CPUs."""

@@ -597,14 +597,14 @@ class KernelReplay:
 
     def _after_cleanup(self, now: int, timestamp_entries: int, flow_entries: int) -> list[Event]:
         """Engine.expire's last step: the pressure monitor's decisions and statistics;
-        a new sampling scale goes to the program."""
+        a new sampling scale or capacity goes to the program."""
         pressure = self.pressure
-        scale = pressure.sampling_scale
+        limits = pressure.limits
         events = pressure.at_cleanup(
             now, timestamp_entries, flow_entries, self.counters, self.totals
         )
-        if pressure.sampling_scale != scale:
-            self.program.set_sampling_scale(pressure.sampling_scale)
+        if pressure.limits != limits:
+            self.program.set_limits(*pressure.limits)
         return events
 
     def _occupancy(self) -> tuple[int, int]:
@@ -635,7 +635,7 @@ class KernelReplay:
         counters.timestamps_expired += self.cleanup.timestamps_expired
         counters.flows_expired += self.cleanup.flows_expired
         for name in ("sampling_raised", "sampling_relaxed", "timeout_shortened",
-                     "timeout_restored"):  # fmt: skip
+                     "timeout_restored", "timestamps_grown", "flows_grown"):  # fmt: skip
             setattr(counters, name, getattr(counters, name) + getattr(own, name))
         return lost
 

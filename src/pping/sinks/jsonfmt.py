@@ -135,6 +135,7 @@ def pressure_record(event: PressureEvent) -> str:
             "rate_limit": event.rate_limit_ns,
             "timeout_divisor": event.timeout_divisor,
             "flow_timeout": event.flow_timeout_ns,
+            "grown_to": event.grown_to,
         },
         separators=(",", ":"),
     )

@@ -119,6 +119,7 @@ PRESSURE_NAMES = {
     PressureChange.TIMEOUT_SHORTENED: "flow timeout shortened",
     PressureChange.TIMEOUT_RESTORED: "flow timeout restored",
 }
+_GROWN = (PressureChange.TIMESTAMPS_GROWN, PressureChange.FLOWS_GROWN)
 TABLE_NAMES_TEXT = {Table.TIMESTAMPS: "timestamp table", Table.FLOWS: "flow table"}
 
 
@@ -137,7 +138,9 @@ def _timeout_text(flow_timeout_ns: int, divisor: int) -> str:
 def pressure_line(clock: ClockText, event: PressureEvent) -> str:
     """A pressure change as one line (with the trailing newline)."""
     what = PRESSURE_NAMES.get(event.change, "setting changed")
-    if event.table == Table.TIMESTAMPS:
+    if event.change in _GROWN:
+        what, value = "table grown", f"{event.grown_to} entries"
+    elif event.table == Table.TIMESTAMPS:
         value = _sampling_text(event.rate_limit_ns, event.sampling_scale)
     else:
         value = _timeout_text(event.flow_timeout_ns, event.timeout_divisor)
@@ -190,6 +193,11 @@ def counters_text(counters: Counters, final: bool) -> str:
         lines.append(
             f"  pressure:   sampling raised {c.sampling_raised}, relaxed {c.sampling_relaxed}; "
             f"flow timeout shortened {c.timeout_shortened}, restored {c.timeout_restored}"
+        )
+    if c.timestamps_grown or c.flows_grown:
+        lines.append(
+            f"  growth:     timestamp table {c.timestamps_grown} times, "
+            f"flow table {c.flows_grown} times"
         )
     return "\n".join(lines) + "\n"
 

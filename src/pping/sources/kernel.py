@@ -180,8 +180,8 @@ class LiveCleanup(KernelCleanup):
     def run_and_adapt(self, now: int, time_base: int = 0) -> list[Event]:
         """One clean-up tick: the clean-up, then the pressure monitor's decisions."""
         pressure = self.pressure
-        scale = pressure.sampling_scale
-        events = self.run(now, time_base, scale, pressure.timeout_divisor)
+        limits = pressure.limits
+        events = self.run(now, time_base, pressure.sampling_scale, pressure.timeout_divisor)
         events += pressure.at_cleanup(
             now + time_base,
             self.timestamp_entries,
@@ -189,8 +189,8 @@ class LiveCleanup(KernelCleanup):
             self.pressure_counts,
             self.totals,
         )
-        if pressure.sampling_scale != scale:
-            self.program.set_sampling_scale(pressure.sampling_scale)
+        if pressure.limits != limits:
+            self.program.set_limits(*pressure.limits)
         return events
 
     def final_statistics(self, when: int) -> StatsEvent:
@@ -293,6 +293,8 @@ class LiveMonitor:
             counters.sampling_relaxed = own.sampling_relaxed
             counters.timeout_shortened = own.timeout_shortened
             counters.timeout_restored = own.timeout_restored
+            counters.timestamps_grown = own.timestamps_grown
+            counters.flows_grown = own.flows_grown
         return counters
 
     def lost_events(self) -> int:
