@@ -115,6 +115,14 @@ EXTRA_OPTION_SETS = {
         "-r", "10", "-R", "0.5", "-c", "0.1", "-s", "--adaptive", "--high-water", "50",
         "--low-water", "25", "--max-timestamps", "16", "--stats-interval", "1",
     ],
+    "grow": [
+        "-r", "0", "-c", "0.1", "-s", "-T", "-C", "--max-flows", "3", "--max-flows-cap", "7",
+        "--max-timestamps", "4", "--max-timestamps-cap", "9", "--stats-interval", "0.5",
+    ],
+    "grow-adaptive": [
+        "-r", "10", "-c", "0.1", "--burst", "1", "--adaptive", "--max-timestamps", "4",
+        "--max-timestamps-cap", "16", "--max-flows", "4", "--max-flows-cap", "64", "-s",
+    ],
     "adaptive-burst": [
         "-r", "10", "-c", "0.1", "--burst", "2", "--adaptive", "--max-timestamps", "8",
         "--max-outstanding", "2", "-s",
