@@ -43,6 +43,11 @@ pping_config`` up to ``max_outstanding``: the layout before it), so the cost
 of features added since is a ratio of two measurements of one run
 (``ratio_pping_over_baseline``).
 
+``pping_growing`` is today's program with growing tables on (``--max-timestamps-cap``
+and ``--max-flows-cap`` at 4 times the default sizes: the maps are not preallocated
+and each insert first reads the table's occupancy), measured in the same rounds:
+``ratio_growing_over_pping`` and, with ``--baseline``, ``ratio_growing_over_baseline``.
+
 Needs root. ``python bench/kernel_cost.py [--epping-object PATH] [--baseline REF] [--no-live]``
 """
 
@@ -311,6 +316,19 @@ class EppingProgram:
 BASELINE_CONFIG_BYTES = abi.PpingConfig.max_outstanding.offset
 
 
+def ratios(p: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Each mix and case of test-run result `p` over the same of `b`."""
+    return {
+        "ingress_mix": ratio(p["ingress"]["mix_ns"], b["ingress"]["mix_ns"]),
+        "egress_mix": ratio(p["egress"]["mix_ns"], b["egress"]["mix_ns"]),
+        "mean_mix": ratio(p["mean_mix_ns"], b["mean_mix_ns"]),
+        "cases": {
+            d: {c: ratio(p[d]["cases_ns"][c], b[d]["cases_ns"][c]) for c in p[d]["cases_ns"]}
+            for d in PROGRAMS
+        },
+    }
+
+
 def build_baseline(ref: str, workdir: Path) -> Path:
     """pping's kernel object as it was at git revision `ref`, built under `workdir`."""
     archive = subprocess.run(
@@ -557,6 +575,14 @@ def main() -> int:
         baseline_prog = BaselineProgram(baseline_path)
         tools["pping_baseline"] = baseline_prog.program_fds
 
+    # Growing tables on (caps at 4x the default sizes): maps not preallocated, and
+    # an occupancy test before each insert.
+    growing = Config(
+        max_timestamps_cap=4 * Config().max_timestamps, max_flows_cap=4 * Config().max_flows
+    )
+    growing_prog = PpingProgram(growing, replay=False, local_filter=True)
+    tools["pping_growing"] = growing_prog.program_fds
+
     hooks_prog = PpingProgram(
         Config(), replay=False, local_filter=False, programs=tuple(INGRESS_HOOKS.values())
     )
@@ -578,6 +604,7 @@ def main() -> int:
                 for case, ns in cases[tool].measure(runners[tool][direction], args.repeat).items():
                     samples[tool][direction].setdefault(case, []).append(ns)
     pping_prog.close()
+    growing_prog.close()
     hooks_prog.close()
     if epping_prog is not None:
         epping_prog.close()
@@ -619,16 +646,10 @@ def main() -> int:
         }
 
     if "pping_baseline" in test_run:
-        p, b = test_run["pping"], test_run["pping_baseline"]
-        test_run["ratio_pping_over_baseline"] = {
-            "ingress_mix": ratio(p["ingress"]["mix_ns"], b["ingress"]["mix_ns"]),
-            "egress_mix": ratio(p["egress"]["mix_ns"], b["egress"]["mix_ns"]),
-            "mean_mix": ratio(p["mean_mix_ns"], b["mean_mix_ns"]),
-            "cases": {
-                d: {c: ratio(p[d]["cases_ns"][c], b[d]["cases_ns"][c]) for c in p[d]["cases_ns"]}
-                for d in PROGRAMS
-            },
-        }
+        baseline = test_run["pping_baseline"]
+        test_run["ratio_pping_over_baseline"] = ratios(test_run["pping"], baseline)
+        test_run["ratio_growing_over_baseline"] = ratios(test_run["pping_growing"], baseline)
+    test_run["ratio_growing_over_pping"] = ratios(test_run["pping_growing"], test_run["pping"])
 
     live: dict[str, Any] | None = None
     if not args.no_live:

@@ -37,6 +37,7 @@ from pping.events import (
     Event,
     EventReason,
     FlowEvent,
+    MapFullEvent,
     PressureChange,
     PressureEvent,
     RttEvent,
@@ -462,10 +463,17 @@ def truth_flow(event: RttEvent) -> tracegen.FlowKey:
     return tracegen.FlowKey(f.proto, f.saddr, f.sport, f.daddr, f.dport)
 
 
-@pytest.mark.parametrize("adaptive", [False, True], ids=["fixed", "adaptive"])
-def test_four_thousand_flows_on_a_small_table(adaptive: bool) -> None:
+FOUR_THOUSAND_MODES = {
+    "fixed": Config(max_timestamps=1024),
+    "adaptive": Config(max_timestamps=1024, adaptive=True),
+    "growing": Config(max_timestamps=1024, max_timestamps_cap=16384),
+}
+
+
+@pytest.mark.parametrize("mode", list(FOUR_THOUSAND_MODES))
+def test_four_thousand_flows_on_a_small_table(mode: str) -> None:
     raw, truth = many_flows()
-    engine = Engine(Config(max_timestamps=1024, adaptive=adaptive))
+    engine = Engine(FOUR_THOUSAND_MODES[mode])
     events = list(fast_replay(engine, CaptureReader(io.BytesIO(raw))))
     rtts = of_type(events, RttEvent)
     for e in rtts:
@@ -475,7 +483,14 @@ def test_four_thousand_flows_on_a_small_table(adaptive: bool) -> None:
     assert len(data_flows) == 4000
     assert sampled == data_flows
     assert engine.counters.timestamps_table_full > 0  # the table was under pressure
-    assert bool(of_type(events, PressureEvent)) == adaptive
+    changes = of_type(events, PressureEvent)
+    assert bool(changes) == (mode != "fixed")
+    if mode == "growing":
+        # Doubled at the first three clean-ups, then room for every sample: the table
+        # refuses nothing after the last growth.
+        assert [e.grown_to for e in changes] == [2048, 4096, 8192]
+        assert [(e.timestamp - changes[0].timestamp) // S for e in changes] == [0, 1, 2]
+        assert all(e.timestamp < changes[-1].timestamp for e in of_type(events, MapFullEvent))
 
 
 # -- output ----------------------------------------------------------------------------------
