@@ -177,9 +177,11 @@ class PpingProgram:
             # capacity in force, and memory follows the entries (not preallocated).
             flows.set_max_entries(config.flows_limit)
             timestamps.set_max_entries(config.timestamps_limit)
-            if not preallocate or config.grows:
-                # Replay: allocate entries as they come instead of all at load time.
+            # Replay, and a table that grows: allocate entries as they come instead of
+            # all at load time.
+            if not preallocate or config.flows_limit > config.max_flows:
                 flows.add_flags(libbpf.BPF_F_NO_PREALLOC)
+            if not preallocate or config.timestamps_limit > config.max_timestamps:
                 timestamps.add_flags(libbpf.BPF_F_NO_PREALLOC)
             obj.map(abi.MAP_EVENTS).set_max_entries(ringbuf_bytes)
             for copy in abi.MAP_AGGREGATES:
