@@ -135,6 +135,8 @@ def test_the_flow_table_grows_and_a_late_flow_finds_room() -> None:
     assert not [e for e in of_type(events, FlowEvent) if e.reason == EventReason.FLOW_TIMEOUT]
     # The late flow's first packet creates it at 10 s; its second is stamped.
     assert rtts_by_client(events)[10][0].timestamp - T0 == 10 * S + 101 * MS
+    # The fast path's proofs use the capacity in force.
+    assert list(fast_replay(Engine(config), CaptureReader(io.BytesIO(raw)))) == events
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -233,3 +235,13 @@ def test_live_cleanup_grows_the_same() -> None:
     assert got == expected
     own = session.live.pressure_counts
     assert own.timestamps_grown == engine.counters.timestamps_grown == 2
+
+
+@pytest.mark.parametrize("case", list(KERNEL_CASES))
+def test_fast_path_grows_the_same(case: str) -> None:
+    make, config = KERNEL_CASES[case]
+    raw = make()
+    expected, engine = engine_events(raw, config)
+    fast = Engine(config)
+    assert list(fast_replay(fast, CaptureReader(io.BytesIO(raw)))) == expected
+    assert fast.counters == engine.counters
