@@ -667,6 +667,8 @@ HANDSHAKE_SUMMARY = {
     "sampling_relaxed": 0,
     "timeout_shortened": 0,
     "timeout_restored": 0,
+    "timestamps_grown": 0,
+    "flows_grown": 0,
 }
 HANDSHAKE_SUMMARY_TEXT = (
     "Summary: 3 packets, 2 RTT events\n"

@@ -422,7 +422,8 @@ SUMMARY_JSON = (
     '"timestamps_created":40,"timestamps_matched":30,"timestamps_expired":5,'
     '"timestamps_table_full":2,"timestamps_capped":0,"flows_created":4,"flows_closed":1,'
     '"flows_expired":1,"flows_table_full":1,"rtt_events":30,"sampling_raised":0,'
-    '"sampling_relaxed":0,"timeout_shortened":0,"timeout_restored":0},"final":true}'
+    '"sampling_relaxed":0,"timeout_shortened":0,"timeout_restored":0,"timestamps_grown":0,'
+    '"flows_grown":0},"final":true}'
 )
 
 ALL_EVENTS: list[Event] = [
