@@ -486,6 +486,19 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def _ratios(p: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """pping's test-run figures over another program's: mixes and every case."""
+    return {
+        "ingress_mix": ratio(p["ingress"]["mix_ns"], other["ingress"]["mix_ns"]),
+        "egress_mix": ratio(p["egress"]["mix_ns"], other["egress"]["mix_ns"]),
+        "mean_mix": ratio(p["mean_mix_ns"], other["mean_mix_ns"]),
+        "cases": {
+            d: {c: ratio(p[d]["cases_ns"][c], other[d]["cases_ns"][c]) for c in p[d]["cases_ns"]}
+            for d in PROGRAMS
+        },
+    }
+
+
 def _hooks(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
     """Per ingress hook: the median ns of each case and the mix."""
     result = {}
@@ -606,29 +619,10 @@ def main() -> int:
         "cases": {c: ratio(xdp_in["cases_ns"][c], tc_in["cases_ns"][c]) for c in tc_in["cases_ns"]},
     }
     test_run["ingress_hooks"] = hooks
-    if "epping" in test_run:
-        p, e = test_run["pping"], test_run["epping"]
-        test_run["ratio_pping_over_epping"] = {
-            "ingress_mix": ratio(p["ingress"]["mix_ns"], e["ingress"]["mix_ns"]),
-            "egress_mix": ratio(p["egress"]["mix_ns"], e["egress"]["mix_ns"]),
-            "mean_mix": ratio(p["mean_mix_ns"], e["mean_mix_ns"]),
-            "cases": {
-                d: {c: ratio(p[d]["cases_ns"][c], e[d]["cases_ns"][c]) for c in p[d]["cases_ns"]}
-                for d in PROGRAMS
-            },
-        }
-
-    if "pping_baseline" in test_run:
-        p, b = test_run["pping"], test_run["pping_baseline"]
-        test_run["ratio_pping_over_baseline"] = {
-            "ingress_mix": ratio(p["ingress"]["mix_ns"], b["ingress"]["mix_ns"]),
-            "egress_mix": ratio(p["egress"]["mix_ns"], b["egress"]["mix_ns"]),
-            "mean_mix": ratio(p["mean_mix_ns"], b["mean_mix_ns"]),
-            "cases": {
-                d: {c: ratio(p[d]["cases_ns"][c], b[d]["cases_ns"][c]) for c in p[d]["cases_ns"]}
-                for d in PROGRAMS
-            },
-        }
+    for other, name in (("epping", "ratio_pping_over_epping"),
+                        ("pping_baseline", "ratio_pping_over_baseline")):  # fmt: skip
+        if other in test_run:
+            test_run[name] = _ratios(test_run["pping"], test_run[other])
 
     live: dict[str, Any] | None = None
     if not args.no_live:
