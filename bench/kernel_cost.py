@@ -316,19 +316,6 @@ class EppingProgram:
 BASELINE_CONFIG_BYTES = abi.PpingConfig.max_outstanding.offset
 
 
-def ratios(p: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Each mix and case of test-run result `p` over the same of `b`."""
-    return {
-        "ingress_mix": ratio(p["ingress"]["mix_ns"], b["ingress"]["mix_ns"]),
-        "egress_mix": ratio(p["egress"]["mix_ns"], b["egress"]["mix_ns"]),
-        "mean_mix": ratio(p["mean_mix_ns"], b["mean_mix_ns"]),
-        "cases": {
-            d: {c: ratio(p[d]["cases_ns"][c], b[d]["cases_ns"][c]) for c in p[d]["cases_ns"]}
-            for d in PROGRAMS
-        },
-    }
-
-
 def build_baseline(ref: str, workdir: Path) -> Path:
     """pping's kernel object as it was at git revision `ref`, built under `workdir`."""
     archive = subprocess.run(
@@ -504,6 +491,20 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def _ratios(p: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """A program's test-run figures (pping's, or pping's with growing tables) over
+    another program's: mixes and every case."""
+    return {
+        "ingress_mix": ratio(p["ingress"]["mix_ns"], other["ingress"]["mix_ns"]),
+        "egress_mix": ratio(p["egress"]["mix_ns"], other["egress"]["mix_ns"]),
+        "mean_mix": ratio(p["mean_mix_ns"], other["mean_mix_ns"]),
+        "cases": {
+            d: {c: ratio(p[d]["cases_ns"][c], other[d]["cases_ns"][c]) for c in p[d]["cases_ns"]}
+            for d in PROGRAMS
+        },
+    }
+
+
 def _hooks(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
     """Per ingress hook: the median ns of each case and the mix."""
     result = {}
@@ -577,10 +578,10 @@ def main() -> int:
 
     # Growing tables on (caps at 4x the default sizes): maps not preallocated, and
     # an occupancy test before each insert.
-    growing = Config(
+    growing_config = Config(
         max_timestamps_cap=4 * Config().max_timestamps, max_flows_cap=4 * Config().max_flows
     )
-    growing_prog = PpingProgram(growing, replay=False, local_filter=True)
+    growing_prog = PpingProgram(growing_config, replay=False, local_filter=True)
     tools["pping_growing"] = growing_prog.program_fds
 
     hooks_prog = PpingProgram(
@@ -633,23 +634,14 @@ def main() -> int:
         "cases": {c: ratio(xdp_in["cases_ns"][c], tc_in["cases_ns"][c]) for c in tc_in["cases_ns"]},
     }
     test_run["ingress_hooks"] = hooks
-    if "epping" in test_run:
-        p, e = test_run["pping"], test_run["epping"]
-        test_run["ratio_pping_over_epping"] = {
-            "ingress_mix": ratio(p["ingress"]["mix_ns"], e["ingress"]["mix_ns"]),
-            "egress_mix": ratio(p["egress"]["mix_ns"], e["egress"]["mix_ns"]),
-            "mean_mix": ratio(p["mean_mix_ns"], e["mean_mix_ns"]),
-            "cases": {
-                d: {c: ratio(p[d]["cases_ns"][c], e[d]["cases_ns"][c]) for c in p[d]["cases_ns"]}
-                for d in PROGRAMS
-            },
-        }
-
+    for other, name in (("epping", "ratio_pping_over_epping"),
+                        ("pping_baseline", "ratio_pping_over_baseline")):  # fmt: skip
+        if other in test_run:
+            test_run[name] = _ratios(test_run["pping"], test_run[other])
+    growing = test_run["pping_growing"]
+    test_run["ratio_growing_over_pping"] = _ratios(growing, test_run["pping"])
     if "pping_baseline" in test_run:
-        baseline = test_run["pping_baseline"]
-        test_run["ratio_pping_over_baseline"] = ratios(test_run["pping"], baseline)
-        test_run["ratio_growing_over_baseline"] = ratios(test_run["pping_growing"], baseline)
-    test_run["ratio_growing_over_pping"] = ratios(test_run["pping_growing"], test_run["pping"])
+        test_run["ratio_growing_over_baseline"] = _ratios(growing, test_run["pping_baseline"])
 
     live: dict[str, Any] | None = None
     if not args.no_live:
