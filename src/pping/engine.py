@@ -26,8 +26,9 @@ updates its own direction (it may be *timestamped*) and the reverse one (it may
 
 `expire(now)` is the periodic clean-up: stale timestamps and idle flows are removed,
 and open directions that time out get a closing event. Then the pressure monitor
-(pressure.py) may change the sampling scale and the flow timeouts, and write a
-statistics record.
+(pressure.py) may change the sampling scale and the flow timeouts, grow a table (the
+capacity at which it refuses entries, `pressure.max_timestamps` and `max_flows`), and
+write a statistics record.
 
 Every table is bounded; a refused insert is counted and reported at most once a
 second per table (MapFullEvent). A direction holds at most `config.outstanding_cap`

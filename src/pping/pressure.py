@@ -34,9 +34,8 @@ shows in the occupancy of the next clean-up before the next step is taken.
 `PressureController` is the pure decision (occupancy in, changes out).
 `PressureMonitor` wraps it for a data path: it turns the changes into events and
 counters, keeps the capacities in force, and writes the statistics records
-(`--stats-interval`), so that the engine,
-the kernel replay and the live clean-up share one implementation and take the same
-decisions at the same moments.
+(`--stats-interval`), so that the engine, the kernel replay and the live clean-up
+share one implementation and take the same decisions at the same moments.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ will do it:
 - Clean-up: at the moments of `replay.CleanupClock`, the kernel's clean-up program
   (kernel/cleanup.py), as live monitoring runs it, with the lifetimes the engine's
   pressure monitor (pressure.py) sets; then that monitor decides, and its sampling scale
-  is written to the program's `sampling` global.
+  and the tables' capacities are written to the program's `sampling` global.
 """
 
 from __future__ import annotations
