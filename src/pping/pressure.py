@@ -150,32 +150,48 @@ class PressureController:
     ) -> list[PressureChange]:
         """One decision per table from its occupancy of its capacity in force; returns
         what changed (a GROWN change means: double that capacity, see `grown`)."""
-        changes: list[PressureChange] = []
-        if self._grows(timestamp_entries, max_timestamps, self.timestamp_cap):
-            self._sampling.quiet = 0
-            changes.append(PressureChange.TIMESTAMPS_GROWN)
-        else:
-            before = self._sampling.value
-            after = self._step(self._sampling, timestamp_entries, max_timestamps)
-            if after != before:
-                raised = after > before
-                changes.append(
-                    PressureChange.SAMPLING_RAISED if raised else PressureChange.SAMPLING_RELAXED
-                )
-        if self._grows(flow_entries, max_flows, self.flow_cap):
-            self._timeout.quiet = 0
-            changes.append(PressureChange.FLOWS_GROWN)
-        else:
-            before = self._timeout.value
-            after = self._step(self._timeout, flow_entries, max_flows)
-            if after != before:
-                shortened = after > before
-                changes.append(
-                    PressureChange.TIMEOUT_SHORTENED
-                    if shortened
-                    else PressureChange.TIMEOUT_RESTORED
-                )
-        return changes
+        timestamps = self._decide(
+            self._sampling,
+            timestamp_entries,
+            max_timestamps,
+            self.timestamp_cap,
+            (
+                PressureChange.TIMESTAMPS_GROWN,
+                PressureChange.SAMPLING_RAISED,
+                PressureChange.SAMPLING_RELAXED,
+            ),
+        )
+        flows = self._decide(
+            self._timeout,
+            flow_entries,
+            max_flows,
+            self.flow_cap,
+            (
+                PressureChange.FLOWS_GROWN,
+                PressureChange.TIMEOUT_SHORTENED,
+                PressureChange.TIMEOUT_RESTORED,
+            ),
+        )
+        return [change for change in (timestamps, flows) if change is not None]
+
+    def _decide(
+        self,
+        knob: _Knob,
+        entries: int,
+        capacity: int,
+        cap: int,
+        outcomes: tuple[PressureChange, PressureChange, PressureChange],
+    ) -> PressureChange | None:
+        """One table's change, if any: `outcomes` names growth, step up, step down."""
+        grew, raised, relaxed = outcomes
+        if self._grows(entries, capacity, cap):
+            knob.quiet = 0
+            return grew
+        before = knob.value
+        after = self._step(knob, entries, capacity)
+        if after == before:
+            return None
+        return raised if after > before else relaxed
 
     def _grows(self, entries: int, capacity: int, cap: int) -> bool:
         return capacity < cap and at_or_above(entries, capacity, self.high_water)
