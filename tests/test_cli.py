@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from pping.cli import config_from_args, main, parse_args
+from pping.cli import _buffered, config_from_args, main, parse_args
 from pping.engine import Engine
 from pping.errors import CaptureError, OptionsError, OutputError
 from pping.events import Counters
@@ -450,6 +450,37 @@ def test_standard_input_gives_the_same_output(path: Path, options: tuple[str, ..
     assert direct[0] == 0, direct[2]
     assert piped == direct
     assert piped[1].count("\n") >= 3
+
+
+@pytest.mark.parametrize("fmt", ["standard", "json"])
+def test_unbuffered_python_gives_the_same_output(fmt: str) -> None:
+    """PYTHONUNBUFFERED=1 (many container images set it) changes no byte of output."""
+    argv = ("--read", MULTI, "-r", "0", "-s", "-F", fmt)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    buffered = finish(spawn(*argv, env=env))
+    unbuffered = finish(spawn(*argv, env={**env, "PYTHONUNBUFFERED": "1"}))
+    assert buffered[0] == 0, buffered[2]
+    assert unbuffered == buffered
+    assert buffered[1].count("\n") >= 3
+
+
+def test_standard_output_is_buffered_even_when_python_is_not() -> None:
+    """One system call per line would cost more than the analysis (25k RTTs/s)."""
+    read_end, write_end = os.pipe()
+    try:
+        with open(write_end, "w", closefd=False, buffering=1) as unbuffered:
+            unbuffered.reconfigure(write_through=True)
+            stream = _buffered(unbuffered)
+            assert stream is not unbuffered
+            stream.write("one line\n" * 10)
+            assert pipe_fill(write_end) == 0
+            stream.flush()
+            assert os.read(read_end, 1000) == b"one line\n" * 10
+        buffered = io.StringIO()
+        assert _buffered(buffered) is buffered  # already buffered (or not a file)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_corrupt_capture_on_standard_input() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import io
 import math
 import os
 import signal
@@ -31,7 +32,7 @@ from .engine import Engine
 from .errors import OptionsError, OutputError, PpingError
 from .fastpath import fast_replay
 from .sinks import FORMATS, Sink, make_sink
-from .sinks.output import ReopenableFile
+from .sinks.output import FILE_BUFFER_SIZE, ReopenableFile
 from .sources.pcap import open_capture
 
 
@@ -505,6 +506,26 @@ def _silence_stdout() -> None:
         pass  # not a real file (tests pass a StringIO): nothing to flush later
 
 
+def _buffered(stream: TextIO) -> TextIO:
+    """Standard output with a write buffer, even under PYTHONUNBUFFERED=1 (set in many
+    container images), which would make every line a system call: at 25k RTTs a second
+    that costs more than the analysis. pping flushes where output must be seen: after
+    each batch of live events, and at exit. A terminal stays line-buffered."""
+    if not getattr(stream, "write_through", False):
+        return stream
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return stream  # not a real file (tests pass a StringIO)
+    raw = io.FileIO(fd, "w", closefd=False)
+    return io.TextIOWrapper(
+        io.BufferedWriter(raw, FILE_BUFFER_SIZE),
+        encoding=stream.encoding,
+        errors=stream.errors,
+        line_buffering=raw.isatty(),
+    )
+
+
 def main(
     argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
@@ -515,7 +536,7 @@ def main(
             from .sources.kernel import preflight
 
             preflight(args.interface)  # a refused start creates no output file
-        out = ReopenableFile(args.write, stdout if stdout is not None else sys.stdout)
+        out = ReopenableFile(args.write, stdout if stdout is not None else _buffered(sys.stdout))
         sink = make_sink("machine" if args.machine else args.format, out, err)
         reopen_flag = [False]
 
