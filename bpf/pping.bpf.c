@@ -263,14 +263,21 @@ static __always_inline void *bytes_at(const struct cursor *c, __u32 off, __u32 l
 	return p;
 }
 
+/*
+ * Big-endian fields as one load and a byte swap (assembled from single bytes,
+ * each field took up to ten instructions). In the packet they may be unaligned,
+ * which the verifier allows on CPUs with efficient unaligned access (x86-64,
+ * arm64); stack and map memory is only read at aligned offsets (addresses in
+ * keys), as the verifier demands there.
+ */
 static __always_inline __u16 load_be16(const __u8 *p)
 {
-	return ((__u16)p[0] << 8) | p[1];
+	return bpf_ntohs(*(const __u16 *)p);
 }
 
 static __always_inline __u32 load_be32(const __u8 *p)
 {
-	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | p[3];
+	return bpf_ntohl(*(const __u32 *)p);
 }
 
 static __always_inline int is_vlan_tpid(__u16 ethertype)
