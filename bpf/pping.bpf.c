@@ -769,8 +769,12 @@ __noinline int parse_transport_xdp(struct xdp_md *xdp, struct packet_info *info,
  * Packets the engine filters out (-T/-C, SYNs without -s) are refused here
  * too, with the engine's reasons. `ctx` is the hook's context (an XDP one if
  * `is_xdp`), [data, data_end) its packet.
+ *
+ * Inlined into the hook: every packet pays for a call and its return thunk.
+ * verifier: process_packet stays a subprogram, so that the stack holds either
+ * this function's locals or the pipeline's, never both.
  */
-static __noinline int parse_packet(void *ctx, void *data, void *data_end,
+static __always_inline int parse_packet(void *ctx, void *data, void *data_end,
 				   struct packet_info *info, int is_xdp)
 {
 	struct cursor cur = {
