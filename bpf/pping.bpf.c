@@ -526,8 +526,9 @@ extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
  * For them the walk below finds the option in its third step; this finds it
  * in one bounds check, without the walk's calls: the iterator is three to five
  * kfunc calls per packet, and with the kernel's return thunks (SRSO
- * mitigation) those calls cost as much as the rest of the parse. Returns 1
- * with *tsval and *tsecr set, or 0 (the walk decides).
+ * mitigation) those calls cost as much as the rest of the parse. packet.py's
+ * _tcp takes the same shortcut. Returns 1 with *tsval and *tsecr set, or 0
+ * (the walk decides).
  */
 static __always_inline int find_usual_timestamp(const struct cursor *c, __u32 base,
 						__u32 opt_len, __u32 *tsval, __u32 *tsecr)
@@ -771,7 +772,7 @@ __noinline int parse_transport_xdp(struct xdp_md *xdp, struct packet_info *info,
  * `is_xdp`), [data, data_end) its packet.
  */
 static __always_inline int parse_packet(void *ctx, void *data, void *data_end,
-				   struct packet_info *info, int is_xdp)
+					struct packet_info *info, int is_xdp)
 {
 	struct cursor cur = {
 		.data = data,
@@ -1375,8 +1376,8 @@ static __always_inline void close_flows(const struct flow_key *key, struct dual_
 }
 
 /* The whole pipeline for one parsed packet (engine.Engine.process). */
-static __always_inline void process_packet(void *ctx, struct packet_info *info,
-					   __u64 now, int is_ingress)
+static __always_inline void process_packet(void *ctx, struct packet_info *info, __u64 now,
+					    int is_ingress)
 {
 	struct flow_state *forward, *reverse;
 	struct dual_flow *dual;
