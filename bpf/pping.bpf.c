@@ -263,14 +263,21 @@ static __always_inline void *bytes_at(const struct cursor *c, __u32 off, __u32 l
 	return p;
 }
 
+/*
+ * Big-endian fields as one load and a byte swap (assembled from single bytes,
+ * each field took up to ten instructions). In the packet they may be unaligned,
+ * which the verifier allows on CPUs with efficient unaligned access (x86-64,
+ * arm64); stack and map memory is only read at aligned offsets (addresses in
+ * keys), as the verifier demands there.
+ */
 static __always_inline __u16 load_be16(const __u8 *p)
 {
-	return ((__u16)p[0] << 8) | p[1];
+	return bpf_ntohs(*(const __u16 *)p);
 }
 
 static __always_inline __u32 load_be32(const __u8 *p)
 {
-	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | p[3];
+	return bpf_ntohl(*(const __u32 *)p);
 }
 
 static __always_inline int is_vlan_tpid(__u16 ethertype)
@@ -514,6 +521,31 @@ extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
 extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
 
 /*
+ * The options of nearly every timestamped segment (Linux, the BSDs): NOP, NOP,
+ * then the timestamp option, at the options' start (`base`, `opt_len` bytes).
+ * For them the walk below finds the option in its third step; this finds it
+ * in one bounds check, without the walk's calls: the iterator is three to five
+ * kfunc calls per packet, and with the kernel's return thunks (SRSO
+ * mitigation) those calls cost as much as the rest of the parse. packet.py's
+ * _tcp takes the same shortcut. Returns 1 with *tsval and *tsecr set, or 0
+ * (the walk decides).
+ */
+static __always_inline int find_usual_timestamp(const struct cursor *c, __u32 base,
+						__u32 opt_len, __u32 *tsval, __u32 *tsecr)
+{
+	__u8 *p;
+
+	if (opt_len < 12)
+		return 0;
+	p = bytes_at(c, base, 12);
+	if (!p || p[0] != 1 || p[1] != 1 || p[2] != 8 || p[3] != 10)
+		return 0;
+	*tsval = load_be32(p + 4);
+	*tsecr = load_be32(p + 8);
+	return 1;
+}
+
+/*
  * packet.py's _find_timestamp: walk the options of the TCP header at `off`
  * (header length `hlen`) for the timestamp option. The options end at the
  * data offset or, if the capture ends first, at the capture ("truncated").
@@ -533,6 +565,8 @@ static __always_inline int find_timestamp(const struct cursor *c, __u32 off, __u
 	struct bpf_iter_num it;
 	__u32 o = 0;
 
+	if (find_usual_timestamp(c, base, opt_len, tsval, tsecr))
+		return PARSE_OK;
 	if (!bytes_at(c, off, hlen))
 		short_reason = COUNTER_SKIP_TRUNCATED;
 
@@ -737,8 +771,8 @@ __noinline int parse_transport_xdp(struct xdp_md *xdp, struct packet_info *info,
  * too, with the engine's reasons. `ctx` is the hook's context (an XDP one if
  * `is_xdp`), [data, data_end) its packet.
  */
-static __noinline int parse_packet(void *ctx, void *data, void *data_end,
-				   struct packet_info *info, int is_xdp)
+static __always_inline int parse_packet(void *ctx, void *data, void *data_end,
+					struct packet_info *info, int is_xdp)
 {
 	struct cursor cur = {
 		.data = data,
@@ -1342,8 +1376,8 @@ static __always_inline void close_flows(const struct flow_key *key, struct dual_
 }
 
 /* The whole pipeline for one parsed packet (engine.Engine.process). */
-static __noinline void process_packet(void *ctx, struct packet_info *info,
-					   __u64 now, int is_ingress)
+static __always_inline void process_packet(void *ctx, struct packet_info *info, __u64 now,
+					    int is_ingress)
 {
 	struct flow_state *forward, *reverse;
 	struct dual_flow *dual;
@@ -1423,7 +1457,13 @@ static __always_inline __u32 aggregate_length(void *ctx, void *data, void *data_
 	return config.replay ? wire_len : len;
 }
 
-/* The body, for a packet [data, data_end) seen at `hook` (a constant). */
+/*
+ * The body, for a packet [data, data_end) seen at `hook` (a constant).
+ * parse_packet and process_packet are inlined: on this kernel every call
+ * costs a return thunk (SRSO mitigation), and clang gives their locals, which
+ * never live at the same time, the same stack slots: a hook's frame takes at
+ * most 264 bytes, 336 with parse_transport's (the verifier allows 512).
+ */
 static __always_inline void pping(void *ctx, void *data, void *data_end, enum hook hook)
 {
 	struct packet_info info = {};

@@ -581,6 +581,46 @@ def test_boundaries(options: list[str], programs: dict[Config, PpingProgram]) ->
     assert_same(boundary_capture(), config_of(options), programs)
 
 
+# Option fields around the program's shortcut for NOP, NOP, timestamp (and the same
+# layout broken in each way the shortcut must not accept), padded with NOPs.
+TS_OPTION = bytes((8, 10)) + struct.pack("!II", 7000, 6000)
+OPTION_LAYOUTS = [
+    bytes((1, 1)) + TS_OPTION,
+    TS_OPTION,
+    bytes((1, 1, 1)) + TS_OPTION,
+    bytes((2, 4, 5, 180, 1, 1)) + TS_OPTION,
+    bytes((1, 1, 8, 9)) + TS_OPTION[2:],
+    bytes((1, 1, 8, 11)) + TS_OPTION[2:],
+    bytes((1, 1, 0)) + TS_OPTION,
+    bytes((1, 0, 8, 10)) + TS_OPTION[2:],
+]
+
+
+def option_layouts_capture() -> bytes:
+    """Each layout under every data offset, the capture cut after every byte of the
+    TCP header: one flow per frame, so that each parse shows in the tables."""
+    out = [struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1)]
+    t = 1_700_000_000 * S
+    sport = 1024
+    for layout in OPTION_LAYOUTS:
+        for hlen in range(20, 64, 4):
+            options = (layout + bytes((1,)) * 40)[: hlen - 20]
+            for captured in range(14 + 20 + 18, 14 + 20 + hlen + 1):
+                tcp = struct.pack("!HHIIBBHHH", sport, 80, 0, 0, hlen << 2, PSH_ACK, 0, 0, 0)
+                frame = _ipv4(1, 2, 6, tcp + options, 10)
+                out.append(struct.pack("<IIII", t // S, t % S, captured, len(frame)))
+                out.append(frame[:captured])
+                sport += 1
+                t += MS
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("options", ["r0-T-C-s", "r100"])
+def test_timestamp_option_layouts(options: str, programs: dict[Config, PpingProgram]) -> None:
+    """The program's shortcut for the usual option layout decides as the walk does."""
+    assert_same(option_layouts_capture(), config_of(OPTION_SETS[options]), programs)
+
+
 def test_command_line(tmp_path: Path) -> None:
     """`--datapath kernel` prints what `--datapath python` prints."""
     capture = DATA / "pcapplusplus__pcapng-example.pcapng"
