@@ -213,14 +213,16 @@ def decode_region(data: memoryview, runs: list[tuple[int, int, int]]) -> EventBa
                 raise KernelError(
                     f"failed to decode an event: type {kind} in a record of {size} bytes"
                 )
-            view: npt.NDArray[Any] = np.ndarray(
+            # Copied as whole records: numpy copies a structured array field by field,
+            # ~15 times slower (58 against 4 ns an RTT event).
+            records: npt.NDArray[np.void] = np.ndarray(
                 (hi - lo,),
-                dtype=dtype,
+                dtype=np.dtype((np.void, dtype.itemsize)),
                 buffer=data,
                 offset=pos + HEADER + lo * stride,
                 strides=(stride,),
             )
-            array = view.copy()
+            array = records.copy().view(dtype)
             if segments and segments[-1][0] == kind:
                 segments[-1] = (kind, np.concatenate((segments[-1][1], array)))
             else:
