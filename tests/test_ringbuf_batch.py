@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from pping.events import Event
@@ -165,6 +166,27 @@ def assert_same(got: list[Event], want: list[Event]) -> None:
     for a, b in zip(got, want, strict=True):
         assert type(a) is type(b)
         assert a == b
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_flow_ids_name_each_events_flow(collide: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`FlowTable.ids`: the flow under each id is the event's own, batch after batch;
+    also when every key hashes to the same slot, so that the key stored there differs
+    from most events' and the dict has to decide."""
+    if collide:
+        monkeypatch.setattr(batch_module, "_HASH_MULTIPLIERS", np.zeros(6, dtype=np.uint64))
+    rng = random.Random(collide)
+    pool: list[bytes] = []
+    while len(pool) < 50:
+        raw = random_event(rng)
+        if struct.unpack_from("<Q", raw)[0] == abi.EVENT_TYPE_RTT:
+            pool.append(raw)
+    table = batch_module.FlowTable()
+    for _ in range(6):
+        records = [rng.choice(pool) for _ in range(rng.randrange(1, 500))]
+        ids = table.ids(np.frombuffer(b"".join(records), dtype=batch_module.RTT_DTYPE))
+        want = [decode_event(record, TIME_BASE).flow for record in records]  # type: ignore[union-attr]
+        assert [table.flows[i] for i in ids.tolist()] == want
 
 
 def drain(producer: Producer, builder: EventBuilder) -> list[Event]:

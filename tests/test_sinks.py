@@ -3,6 +3,7 @@ reopening (log rotation) and the counters summary."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -38,6 +39,7 @@ from pping.sinks import (
     StandardSink,
     make_sink,
 )
+from pping.sinks.output import PENDING_BATCHES
 
 
 def v4(a: int, b: int, c: int, d: int) -> bytes:
@@ -627,3 +629,44 @@ def test_reopenable_stdout_ignores_reopen() -> None:
     out.close()  # flushes, does not close standard output
     assert not stream.closed
     assert len(json.loads(stream.getvalue())) == 1
+
+
+# --- the output thread (byte batches) ----------------------------------------------
+
+
+def test_byte_batches_and_text_keep_their_order(tmp_path: Path) -> None:
+    """More batches than the output thread holds, text in between, a flush that does
+    not wait, a reopen: every file has what was written to it, in order."""
+    path = tmp_path / "out"
+    want = [[], []]
+    with ReopenableFile(path) as out:
+        for i in range(4 * PENDING_BATCHES):
+            batch = b"%d batch\n" % i * (1 + i % 1000)
+            out.write_bytes(memoryview(batch) if i % 2 else batch)
+            want[i >= 2 * PENDING_BATCHES].append(batch)
+            if i % 5 == 0:
+                out.write(f"{i} text\n")
+                want[i >= 2 * PENDING_BATCHES].append(f"{i} text\n".encode())
+            out.flush()
+            if i == 2 * PENDING_BATCHES - 1:
+                os.rename(path, tmp_path / "first")
+                out.reopen()
+    assert (tmp_path / "first").read_bytes() == b"".join(want[0])
+    assert path.read_bytes() == b"".join(want[1])
+
+
+class _FullDisk(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failed_batch_write_is_raised_by_the_next_call() -> None:
+    out = ReopenableFile(stdout=io.TextIOWrapper(io.BufferedWriter(_FullDisk()), "ascii"))
+    out.write_bytes(b"x" * (1 << 20))  # larger than the buffer: written at once
+    with pytest.raises(OSError, match="No space left"):
+        out.write("next record\n")
+    out.write_bytes(b"dropped\n")  # the error is raised once; later batches are dropped
+    out.close()

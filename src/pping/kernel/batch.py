@@ -213,14 +213,16 @@ def decode_region(data: memoryview, runs: list[tuple[int, int, int]]) -> EventBa
                 raise KernelError(
                     f"failed to decode an event: type {kind} in a record of {size} bytes"
                 )
-            view: npt.NDArray[Any] = np.ndarray(
+            # Copied as whole records: numpy copies a structured array field by field,
+            # ~15 times slower (58 against 4 ns an RTT event).
+            records: npt.NDArray[np.void] = np.ndarray(
                 (hi - lo,),
-                dtype=dtype,
+                dtype=np.dtype((np.void, dtype.itemsize)),
                 buffer=data,
                 offset=pos + HEADER + lo * stride,
                 strides=(stride,),
             )
-            array = view.copy()
+            array = records.copy().view(dtype)
             if segments and segments[-1][0] == kind:
                 segments[-1] = (kind, np.concatenate((segments[-1][1], array)))
             else:
@@ -268,6 +270,7 @@ _HASH_MULTIPLIERS = np.array(
     dtype=np.uint64,
 )
 _SLOT_BITS = 18  # 4 slots per flow of a full table (FLOW_CACHE_LIMIT)
+_ONES = np.ones(_KEY_WORDS, dtype=np.uint8)
 
 
 def key_words(array: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
@@ -308,12 +311,26 @@ class FlowTable:
         slot = ((words @ _HASH_MULTIPLIERS) >> np.uint64(64 - _SLOT_BITS)).astype(np.intp)
         ids = self._slots[slot]
         found = ids >= 0
-        found[found] = (self._keys[ids[found]] == words[found]).all(axis=1)
+        if len(self._keys):
+            found &= self._same_keys(ids, words)
         if found.all():
             return ids
         missing = np.flatnonzero(~found)
         self._look_up(array[missing], words[missing], slot[missing], ids, missing)
         return ids
+
+    def _same_keys(
+        self, ids: npt.NDArray[np.intp], words: npt.NDArray[np.uint64]
+    ) -> npt.NDArray[np.bool_]:
+        """Whether the key stored under each id is the event's (ids of -1: any answer).
+
+        Counted over the six words with a product: numpy's all(axis=1) takes a loop per
+        row, ~3 times slower (20 ns an event), and the fancy indexes it needed as much.
+        """
+        stored = self._keys.take(ids, axis=0, mode="clip")
+        differing: npt.NDArray[np.uint8] = (stored != words).view(np.uint8) @ _ONES
+        same: npt.NDArray[np.bool_] = differing == 0
+        return same
 
     def _look_up(
         self,

@@ -179,7 +179,7 @@ def table_field(index: npt.NDArray[np.intp], words: Sequence[bytes]) -> Bytes2D:
     table = np.zeros((len(words), width), dtype=np.uint8)
     for row, word in enumerate(words):
         table[row, : len(word)] = np.frombuffer(word, dtype=np.uint8)
-    field: Bytes2D = table[index]
+    field: Bytes2D = table.take(index, axis=0)  # whole rows: ~4x faster than table[index]
     return field
 
 
@@ -411,9 +411,16 @@ def render(parts: Sequence[bytes | Bytes2D]) -> bytes | memoryview:
             column += len(part)
         else:
             width = part.shape[1]
-            text[:, column : column + width] = part
+            _rows_of(text[:, column : column + width])[:] = _rows_of(part)
             column += width
     return _without_nuls(text)
+
+
+def _rows_of(field: Bytes2D) -> npt.NDArray[np.void]:
+    """Each row of `field` as one element: numpy copies a row of a few bytes as one
+    item, where a byte matrix costs it a loop per row (2-3 times slower)."""
+    rows: npt.NDArray[np.void] = field.view(np.dtype((np.void, field.shape[1])))[:, 0]
+    return rows
 
 
 # Removing NULs: bytes.replace finds each with memchr and copies the text between them,
