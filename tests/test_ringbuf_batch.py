@@ -16,6 +16,7 @@ import random
 import shutil
 import struct
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -311,3 +312,36 @@ def test_live_drain_prints_what_event_objects_print(
         producer.close()
     assert seq > 5000
     assert got_out.getvalue() == want_out.getvalue()
+
+
+def test_consuming_while_the_kernel_produces_refuses_nothing(producer_object: Path) -> None:
+    """A producer on another CPU and this reader at the same time: with a ring far
+    larger than what is ever pending, no reserve may fail. (Writing the consumer
+    position a byte at a time let the kernel read a torn value and refuse events.)"""
+    producer = Producer(producer_object, 1 << 26)
+    report_read, report_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the producer: about 2M events/s for half a second
+        try:
+            os.close(report_read)
+            emitted = failed = 0
+            for _ in range(1000):
+                args = EmitRttArgs(count=1000, seq=emitted, flows=5)
+                run(producer.many, args)
+                emitted += args.emitted
+                failed += args.failed
+                time.sleep(0.0005)
+            os.write(report_write, struct.pack("<QQ", emitted, failed))
+        finally:
+            os._exit(0)
+    os.close(report_write)
+    consumed = 0
+    try:
+        while not os.waitpid(pid, os.WNOHANG)[0]:
+            consumed += len(read_batch(producer.ring))
+        consumed += len(read_batch(producer.ring))
+        emitted, failed = struct.unpack("<QQ", os.read(report_read, 16))
+    finally:
+        os.close(report_read)
+        producer.close()
+    assert (failed, consumed) == (0, emitted)
