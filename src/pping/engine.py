@@ -107,6 +107,7 @@ class FlowState:
         "previous_window",
         "rec_bytes",
         "rec_pkts",
+        "reply_flow",
         "sent_bytes",
         "sent_pkts",
         "srtt",
@@ -132,6 +133,10 @@ class FlowState:
         self.previous_window = 0
         self.window_reported = False
         self.previous_reported = False
+        # The Flow of this direction's RTT events (the replies' direction), made once:
+        # one object per direction instead of one per event, which also lets a sink's
+        # table of flows find it by identity.
+        self.reply_flow: Flow | None = None
 
     def start(self, info: PacketInfo, now: int) -> None:
         self.conn_state = WAITOPEN
@@ -507,10 +512,13 @@ class Engine:
         if self._burst and not _first_of_window(state, sent):
             return
         self.counters.rtt_events += 1
+        flow = state.reply_flow
+        if flow is None:  # the replies to this direction always come this way
+            flow = state.reply_flow = Flow(proto, saddr, sport, daddr, dport)
         events.append(
             RttEvent(
                 now,
-                Flow(proto, saddr, sport, daddr, dport),
+                flow,
                 rtt,
                 state.min_rtt,
                 state.sent_pkts,
