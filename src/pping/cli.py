@@ -406,6 +406,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _enable_gc() -> None:
+    """Turn the cyclic collector back on without its scanning, at its next run, every
+    object made while it was off (the engine's tables: ~13 ms at the end of a capture of
+    4000 flows): freezing then unfreezing moves them all to the oldest generation, which
+    is only collected when it has grown by a quarter."""
+    gc.freeze()
+    gc.unfreeze()
+    gc.enable()
+
+
 def run_capture(
     args: argparse.Namespace,
     sink: Sink,
@@ -444,7 +454,7 @@ def run_capture(
     finally:
         # The events gathered so far and the counters are never lost, even on a
         # corrupt capture: the error is reported after them.
-        gc.enable()
+        _enable_gc()
         sink.write_counters(engine.counters, final=True)
         sink.close()
         out.close()
