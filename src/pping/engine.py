@@ -475,7 +475,11 @@ class Engine:
     def _open_reverse(state: FlowState, info: PacketInfo, events: list[Event]) -> None:
         """update_reverse: the first reply opens a waiting direction."""
         state.conn_state = OPEN
-        flow = Flow(info.proto, info.saddr, info.sport, info.daddr, info.dport)
+        flow = state.reply_flow
+        if flow is None:  # the reply's direction: the Flow of this direction's RTTs
+            flow = state.reply_flow = Flow(
+                info.proto, info.saddr, info.sport, info.daddr, info.dport
+            )
         events.append(
             FlowEvent(
                 state.last_timestamp,
