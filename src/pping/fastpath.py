@@ -321,8 +321,11 @@ def _flow_order(dec: Decoded, rows: I64) -> tuple[I64, I64, I64]:
         else:
             mixed = _mix(_mix(low.astype(np.uint64)) ^ high.astype(np.uint64))
             number = (mixed >> np.uint64(shift + 1)).astype(np.int64)
-        by_flow = np.argsort((number << shift) | index)
-        ordered = number[by_flow]
+        # Sorting the keys themselves is faster than an argsort; the row index is in
+        # their low bits, the flow number (non-negative, < 2**(63 - shift)) above.
+        keys = np.sort((number << shift) | index)
+        by_flow = keys & ((1 << shift) - 1)
+        ordered = keys >> shift
         same = ordered[1:] == ordered[:-1]
         if bound * bound >= 1 << (62 - shift) and not (
             np.array_equal(low[by_flow][1:][same], low[by_flow][:-1][same])
