@@ -43,7 +43,9 @@ from .config import (
     MAP_FULL_WARN_INTERVAL_NS,
     Config,
     direction_is_old,
+    direction_safe_age,
     timestamp_is_stale,
+    timestamp_safe_age,
 )
 from .events import (
     IPPROTO_ICMP,
@@ -618,9 +620,10 @@ class Engine:
     def _expire_timestamps(self, now: int) -> None:
         stale: list[TimestampKey] = []
         divisor = self.pressure.sampling_scale
+        safe = timestamp_safe_age(divisor)
         for ts_key, sent in self.timestamps.items():
-            if now <= sent:
-                continue
+            if now - sent <= safe:
+                continue  # kept whatever its direction's RTT: no look-up
             state = self._direction_state(ts_key[:6])
             srtt = state.srtt if state is not None else 0
             age = now - sent
@@ -636,7 +639,17 @@ class Engine:
         events: list[Event] = []
         dead: list[FlowKey] = []
         divisor = self.pressure.timeout_divisor
+        safe = direction_safe_age(divisor)
         for key, dual in self.flows.items():
+            # Both directions stamped lately: neither is old, so the entry stays if one
+            # is active (the test below, without its calls).
+            first, second = dual.first, dual.second
+            if (
+                now - first.last_timestamp <= safe
+                and now - second.last_timestamp <= safe
+                and (first.active or second.active)
+            ):
+                continue
             first_old = _is_flow_old(key[1], dual.first, now, divisor)
             second_old = _is_flow_old(key[1], dual.second, now, divisor)
             if (dual.first.active and not first_old) or (dual.second.active and not second_old):
