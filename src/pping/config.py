@@ -43,6 +43,17 @@ def timestamp_lifetime(divisor: int) -> int:
     return max(TIMESTAMP_LIFETIME_NS // divisor, TIMESTAMP_PRESSURE_LIFETIME_NS)
 
 
+def timestamp_safe_age(divisor: int = 1) -> int:
+    """Up to this age no timestamp is stale, whatever its direction's RTT: the
+    clean-up need not look its direction up."""
+    return min(TIMESTAMP_MIN_LIFETIME_NS, timestamp_lifetime(divisor))
+
+
+def direction_safe_age(divisor: int = 1) -> int:
+    """Up to this age no direction is old, whatever its state and protocol."""
+    return min(UNOPENED_FLOW_LIFETIME_NS, ICMP_FLOW_LIFETIME_NS, FLOW_LIFETIME_NS) // divisor
+
+
 def direction_is_old(age: Any, waiting: Any, icmp: Any, divisor: int = 1) -> Any:
     """An active direction whose last timestamp is `age` ns old has timed out;
     `waiting`: still unopened (no reply yet); `icmp`: an ICMP echo flow. `divisor`

@@ -43,7 +43,9 @@ from .config import (
     MAP_FULL_WARN_INTERVAL_NS,
     Config,
     direction_is_old,
+    direction_safe_age,
     timestamp_is_stale,
+    timestamp_safe_age,
 )
 from .events import (
     IPPROTO_ICMP,
@@ -107,6 +109,7 @@ class FlowState:
         "previous_window",
         "rec_bytes",
         "rec_pkts",
+        "reply_flow",
         "sent_bytes",
         "sent_pkts",
         "srtt",
@@ -132,6 +135,10 @@ class FlowState:
         self.previous_window = 0
         self.window_reported = False
         self.previous_reported = False
+        # The Flow of this direction's RTT events (the replies' direction), made once:
+        # one object per direction instead of one per event, which also lets a sink's
+        # table of flows find it by identity.
+        self.reply_flow: Flow | None = None
 
     def start(self, info: PacketInfo, now: int) -> None:
         self.conn_state = WAITOPEN
@@ -470,7 +477,11 @@ class Engine:
     def _open_reverse(state: FlowState, info: PacketInfo, events: list[Event]) -> None:
         """update_reverse: the first reply opens a waiting direction."""
         state.conn_state = OPEN
-        flow = Flow(info.proto, info.saddr, info.sport, info.daddr, info.dport)
+        flow = state.reply_flow
+        if flow is None:  # the reply's direction: the Flow of this direction's RTTs
+            flow = state.reply_flow = Flow(
+                info.proto, info.saddr, info.sport, info.daddr, info.dport
+            )
         events.append(
             FlowEvent(
                 state.last_timestamp,
@@ -507,10 +518,13 @@ class Engine:
         if self._burst and not _first_of_window(state, sent):
             return
         self.counters.rtt_events += 1
+        flow = state.reply_flow
+        if flow is None:  # the replies to this direction always come this way
+            flow = state.reply_flow = Flow(proto, saddr, sport, daddr, dport)
         events.append(
             RttEvent(
                 now,
-                Flow(proto, saddr, sport, daddr, dport),
+                flow,
                 rtt,
                 state.min_rtt,
                 state.sent_pkts,
@@ -606,9 +620,10 @@ class Engine:
     def _expire_timestamps(self, now: int) -> None:
         stale: list[TimestampKey] = []
         divisor = self.pressure.sampling_scale
+        safe = timestamp_safe_age(divisor)
         for ts_key, sent in self.timestamps.items():
-            if now <= sent:
-                continue
+            if now - sent <= safe:
+                continue  # kept whatever its direction's RTT: no look-up
             state = self._direction_state(ts_key[:6])
             srtt = state.srtt if state is not None else 0
             age = now - sent
@@ -624,7 +639,17 @@ class Engine:
         events: list[Event] = []
         dead: list[FlowKey] = []
         divisor = self.pressure.timeout_divisor
+        safe = direction_safe_age(divisor)
         for key, dual in self.flows.items():
+            # Both directions stamped lately: neither is old, so the entry stays if one
+            # is active (the test below, without its calls).
+            first, second = dual.first, dual.second
+            if (
+                now - first.last_timestamp <= safe
+                and now - second.last_timestamp <= safe
+                and (first.active or second.active)
+            ):
+                continue
             first_old = _is_flow_old(key[1], dual.first, now, divisor)
             second_old = _is_flow_old(key[1], dual.second, now, divisor)
             if (dual.first.active and not first_old) or (dual.second.active and not second_old):

@@ -89,20 +89,32 @@ class Decoded:
 
     def direction_keys(self, rows: I64, link: int) -> list[FlowKey]:
         """The engine's keys of the directions of the packets in `rows`."""
-        return [
-            (link, IPPROTO_TCP, _address_bytes(shi, slo), sport, _address_bytes(dhi, dlo), dport)
-            for shi, slo, sport, dhi, dlo, dport in zip(
-                self.src_hi[rows].tolist(), self.src_lo[rows].tolist(),
-                self.sport[rows].tolist(), self.dst_hi[rows].tolist(),
-                self.dst_lo[rows].tolist(), self.dport[rows].tolist(),
-                strict=True,
+        return list(
+            zip(
+                itertools.repeat(link), itertools.repeat(IPPROTO_TCP),
+                _addresses(self.src_hi[rows], self.src_lo[rows]), self.sport[rows].tolist(),
+                _addresses(self.dst_hi[rows], self.dst_lo[rows]), self.dport[rows].tolist(),
             )
-        ]  # fmt: skip
+        )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def _address_bytes(hi: int, lo: int) -> bytes:
     return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _low_address_bytes(lo: int) -> bytes:
+    return _address_bytes(0, lo)
+
+
+def _addresses(hi: U64, lo: U64) -> Iterator[bytes]:
+    """The 16-byte addresses of these halves, through a cache (few distinct ones). With
+    no high half (IPv4 only), the cache of one argument: it hashes the int itself, no
+    tuple of two."""
+    if not hi.any():
+        return map(_low_address_bytes, lo.tolist())
+    return map(_address_bytes, hi.tolist(), lo.tolist())
 
 
 COLUMNS = ("cls", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "flags", "tsval",
@@ -321,8 +333,11 @@ def _flow_order(dec: Decoded, rows: I64) -> tuple[I64, I64, I64]:
         else:
             mixed = _mix(_mix(low.astype(np.uint64)) ^ high.astype(np.uint64))
             number = (mixed >> np.uint64(shift + 1)).astype(np.int64)
-        by_flow = np.argsort((number << shift) | index)
-        ordered = number[by_flow]
+        # Sorting the keys themselves is faster than an argsort; the row index is in
+        # their low bits, the flow number (non-negative, < 2**(63 - shift)) above.
+        keys = np.sort((number << shift) | index)
+        by_flow = keys & ((1 << shift) - 1)
+        ordered = keys >> shift
         same = ordered[1:] == ordered[:-1]
         if bound * bound >= 1 << (62 - shift) and not (
             np.array_equal(low[by_flow][1:][same], low[by_flow][:-1][same])
@@ -752,9 +767,9 @@ def _tcp_infos(dec: Decoded, rows: I64, wire_lens: I64) -> list[PacketInfo | Non
     flag_list = flags.tolist()
     fields = zip(
         itertools.repeat(IPPROTO_TCP),
-        map(_address_bytes, dec.src_hi[rows].tolist(), dec.src_lo[rows].tolist()),
+        _addresses(dec.src_hi[rows], dec.src_lo[rows]),
         dec.sport[rows].tolist(),
-        map(_address_bytes, dec.dst_hi[rows].tolist(), dec.dst_lo[rows].tolist()),
+        _addresses(dec.dst_hi[rows], dec.dst_lo[rows]),
         dec.dport[rows].tolist(),
         dec.tsval[rows].tolist(),
         ((payload > 0) | ((flags & (TCP_SYN | TCP_FIN)) != 0)).tolist(),

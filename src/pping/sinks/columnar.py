@@ -22,6 +22,7 @@ formatted by Python and put in place.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -112,15 +113,29 @@ def _words(texts: Sequence[bytes]) -> npt.NDArray[np.uint32]:
     return np.frombuffer(b"".join(t.ljust(4, b"\0") for t in texts), dtype="<u4").copy()
 
 
-# Four digits: "0000".."9999", and the same without leading zeros ("\0\0\00".."9999").
-_QUADS = _words([b"%04d" % i for i in range(10_000)])
-_LEADING = _words([(b"%d" % i).rjust(4, b"\0") for i in range(10_000)])
-# Fractions of six digits as two groups of three: ".ddd" and "ddd", with or without the
-# trailing zeros ("%g" drops them; nothing is left of a zero fraction).
-_POINT_FULL = _words([b".%03d" % i for i in range(1000)])
-_POINT_TRIMMED = _words([(b".%03d" % i).rstrip(b"0") if i else b"" for i in range(1000)])
-_THREE_FULL = _words([b"%03d" % i for i in range(1000)])
-_THREE_TRIMMED = _words([(b"%03d" % i).rstrip(b"0") for i in range(1000)])
+class _DigitTables:
+    """Texts of numbers as uint32 words, looked up by value."""
+
+    def __init__(self) -> None:
+        # Four digits: "0000".."9999", and the same without leading zeros ("\0\0\00"..).
+        self.quads = _words([b"%04d" % i for i in range(10_000)])
+        self.leading = _words([(b"%d" % i).rjust(4, b"\0") for i in range(10_000)])
+        # Fractions of six digits as two groups of three: ".ddd" and "ddd", with or
+        # without the trailing zeros ("%g" drops them; nothing is left of a zero fraction).
+        self.point_full = _words([b".%03d" % i for i in range(1000)])
+        self.point_trimmed = _words(
+            [(b".%03d" % i).rstrip(b"0") if i else b"" for i in range(1000)]
+        )
+        self.three_full = _words([b"%03d" % i for i in range(1000)])
+        self.three_trimmed = _words([(b"%03d" % i).rstrip(b"0") for i in range(1000)])
+
+
+@functools.cache
+def _digit_tables() -> _DigitTables:
+    """Built on first use, not at import: replaying a capture never formats a batch,
+    and building them took ~5 ms of every start."""
+    return _DigitTables()
+
 
 _POW10: U64 = np.array([10**k for k in range(20)], dtype=np.uint64)
 _TEN_THOUSAND = np.uint64(10_000)
@@ -141,12 +156,13 @@ def _text(words: npt.NDArray[np.uint32]) -> Bytes2D:
 def digits(values: U64, width: int) -> Bytes2D:
     """The values as ASCII digits, zero-padded to `width` columns (`%0<width>d`; the
     highest digits are dropped if a value has more)."""
+    quads = _digit_tables().quads
     groups = -(-width // 4)
     words = np.empty((len(values), groups), dtype="<u4")
     rest = values
     for group in range(groups - 1, -1, -1):
         high = rest // _TEN_THOUSAND
-        words[:, group] = _QUADS[(rest - high * _TEN_THOUSAND).astype(np.intp)]
+        words[:, group] = quads[(rest - high * _TEN_THOUSAND).astype(np.intp)]
         rest = high
     return _text(words)[:, groups * 4 - width :]
 
@@ -158,6 +174,7 @@ def integers(values: U64) -> Bytes2D:
     width = len(str(int(values.max())))
     if len(str(int(values.min()))) == width:
         return digits(values, width)  # one width (times, mostly): no padding
+    tables = _digit_tables()
     groups = -(-width // 4)
     words = np.empty((len(values), groups), dtype="<u4")
     rest = values
@@ -165,10 +182,10 @@ def integers(values: U64) -> Bytes2D:
         high = rest // _TEN_THOUSAND
         low = (rest - high * _TEN_THOUSAND).astype(np.intp)
         # Digits above the top one are padding; the last group always shows one digit.
-        leading = _LEADING[low]
+        leading = tables.leading[low]
         if group < groups - 1:
             leading = np.where(rest > 0, leading, np.uint32(0))
-        words[:, group] = np.where(high > 0, _QUADS[low], leading)
+        words[:, group] = np.where(high > 0, tables.quads[low], leading)
         rest = high
     return _text(words)[:, groups * 4 - width :]
 
@@ -229,16 +246,19 @@ def put(field: Bytes2D, rows: Sequence[int], texts: Sequence[bytes]) -> Bytes2D:
 def _six_decimals(fraction: U64, trimmed: bool) -> Bytes2D:
     """ "." and six digits of fractions below 10**6; `trimmed`: without trailing zeros
     (nothing for 0)."""
+    tables = _digit_tables()
     high = fraction // _THOUSAND
     low = (fraction - high * _THOUSAND).astype(np.intp)
     high_index = high.astype(np.intp)
     words = np.empty((len(fraction), 2), dtype="<u4")
     if trimmed:
-        words[:, 0] = np.where(low == 0, _POINT_TRIMMED[high_index], _POINT_FULL[high_index])
-        words[:, 1] = _THREE_TRIMMED[low]
+        words[:, 0] = np.where(
+            low == 0, tables.point_trimmed[high_index], tables.point_full[high_index]
+        )
+        words[:, 1] = tables.three_trimmed[low]
     else:
-        words[:, 0] = _POINT_FULL[high_index]
-        words[:, 1] = _THREE_FULL[low]
+        words[:, 0] = tables.point_full[high_index]
+        words[:, 1] = tables.three_full[low]
     return _text(words)
 
 
