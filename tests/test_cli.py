@@ -483,6 +483,16 @@ def test_standard_output_is_buffered_even_when_python_is_not() -> None:
         os.close(write_end)
 
 
+def test_no_numpy_threads_are_started() -> None:
+    """pping never uses BLAS; its thread pool would only take CPU from the other core."""
+    code = "import os, pping.cli; print(len(os.listdir('/proc/self/task')))"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "1"
+
+
 def test_corrupt_capture_on_standard_input() -> None:
     path = PCAPS / "dpkt__truncated_dns_2.pcap"
     code, _, err = finish(spawn("--read", "-", stdin=subprocess.PIPE), path.read_bytes())
